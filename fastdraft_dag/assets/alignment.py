@@ -1,0 +1,173 @@
+"""Alignment: the target answers KD prompts (`synthetic_kd_dataset`), the draft learns them (`aligned_draft`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import dagster as dg
+
+from fastdraft_dag.report import md_table
+from fastdraft_dag.assets.common import result, tokenizer_check, tokenizer_check_spec
+from fastdraft_dag.kd import build_sft_arrays, generate_responses, save_sft_npz
+from fastdraft_dag.model_card import write_model_card
+from fastdraft_dag.prompts import kd_prompts
+from fastdraft_dag.resources.hpu_training import HPUTrainingResource
+from fastdraft_dag.resources.pipeline import FastDraftPipeline
+from fastdraft_dag.storage.tables import append_rows
+
+
+def _read_rows(path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@dg.asset(
+    group_name="alignment",
+    code_version="1",
+    deps=["target_model"],
+    kinds={"pytorch", "jsonl"},
+    retry_policy=dg.RetryPolicy(max_retries=1),
+    description="Instruction (ShareGPT first turns) and code (stdlib functions) prompts, disjoint from every evaluation set, answered by the target with its chat template, batched and resumable. Rows have stable ids.",
+)
+def synthetic_kd_dataset(
+    context: dg.AssetExecutionContext, pipeline: FastDraftPipeline
+) -> dg.MaterializeResult:
+    target = pipeline.resolve_target()
+    cfg = pipeline.profile.kd
+
+    def build(out):
+        prompts = kd_prompts(cfg.n_instruction, cfg.n_code, seed=cfg.seed)
+        stats = generate_responses(
+            target.path,
+            prompts,
+            out / "kd.jsonl",
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            temperature=cfg.temperature,
+            seed=cfg.seed,
+            threads=pipeline.profile.threads,
+            dtype=cfg.dtype,
+        )
+        rows = _read_rows(out / "kd.jsonl")
+        tasks = Counter(r["task"] for r in rows)
+        return {**stats, "prompts": len(prompts), "by_task": dict(tasks)}
+
+    art = pipeline.store.build(
+        "synthetic_kd_dataset",
+        target.key,
+        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
+        config=pipeline.profile.section("kd"),
+        inputs={"target_model": target.revision},
+        build=build,
+        resumable=True,
+    )
+    rows = _read_rows(art.path / "kd.jsonl")
+    if not art.reused:
+        per_task = Counter()
+        for r in rows:
+            per_task[r["task"]] += 1
+        append_rows(
+            pipeline.db_path,
+            "kd_datasets",
+            [
+                {
+                    "target": target.name,
+                    "artifact_version": art.manifest["version"],
+                    "task": task,
+                    "rows": n,
+                    "prompt_tokens": sum(r["prompt_tokens"] for r in rows if r["task"] == task),
+                    "response_tokens": sum(r["response_tokens"] for r in rows if r["task"] == task),
+                }
+                for task, n in per_task.items()
+            ],
+            context.run_id,
+        )
+    sample = [
+        {"id": r["id"], "task": r["task"], "prompt": r["prompt"][:80].replace("\n", " ").replace("|", "/"), "response": r["response"][:120].replace("\n", " ").replace("|", "/"), "finish": r["finish"]}
+        for r in rows[:5]
+    ]
+    m = art.metrics
+    return result(
+        context,
+        art,
+        {
+            "rows": len(rows),
+            "response_tokens": sum(r["response_tokens"] for r in rows),
+            "tokens_per_s": m.get("tokens_per_s"),
+            "by_task": dg.MetadataValue.json(m.get("by_task", {})),
+            "drops": dg.MetadataValue.json(m.get("drops", {})),
+            "sample": dg.MetadataValue.md(md_table(sample)),
+        },
+    )
+
+
+@dg.asset(
+    group_name="alignment",
+    code_version="1",
+    deps=["pretrained_draft", "synthetic_kd_dataset", "target_model"],
+    kinds={"pytorch", "hpu"},
+    pool="hpu",
+    tags={"dagster/max_runtime": str(12 * 3600)},
+    check_specs=[tokenizer_check_spec("aligned_draft")],
+    description="The pretrained draft fine-tuned on the target's own responses (sequence-level KD), loss on response tokens only.",
+)
+def aligned_draft(
+    context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, hpu: HPUTrainingResource
+) -> dg.MaterializeResult:
+    target = pipeline.resolve_target()
+    pretrained = pipeline.store.latest("pretrained_draft", target.key)
+    kd = pipeline.store.latest("synthetic_kd_dataset", target.key)
+    cfg = pipeline.profile.align
+
+    def build(out):
+        arrays, data_stats = build_sft_arrays(
+            _read_rows(kd.path / "kd.jsonl"), pretrained.path, cfg.max_len, cfg.val_fraction
+        )
+        npz = out / "_work" / "sft.npz"
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        save_sft_npz(arrays, npz)
+        spec = {
+            "init_dir": str(pretrained.path),
+            "out_dir": str(out),
+            "seed": pipeline.profile.pretrain.seed,
+            "dtype": pipeline.profile.pretrain.dtype,
+            "stages": [cfg.stage.to_spec({"kind": "sft", "path": str(npz)})],
+        }
+        metrics = hpu.train(context, spec, out / "_work")
+        shutil.rmtree(out / "_work", ignore_errors=True)
+        metrics = {**metrics, "sft_data": data_stats}
+        write_model_card(
+            out,
+            "Aligned FastDraft draft",
+            target.name,
+            metrics,
+            {"pretrained_draft": pretrained.data_version, "synthetic_kd_dataset": kd.data_version},
+        )
+        return metrics
+
+    art = pipeline.store.build(
+        "aligned_draft",
+        target.key,
+        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
+        config={**pipeline.profile.section("align"), "backend": hpu.backend},
+        inputs={
+            "pretrained_draft": pretrained.data_version,
+            "synthetic_kd_dataset": kd.data_version,
+            "target_model": target.revision,
+        },
+        build=build,
+    )
+    m = art.metrics
+    return result(
+        context,
+        art,
+        {
+            "val_loss": m.get("val_loss"),
+            "pretrained_val_loss_on_kd": (m.get("stages") or [{}])[0].get("initial_val_loss"),
+            "tokens_per_s": m.get("tokens_per_s"),
+            "sft_data": dg.MetadataValue.json(m.get("sft_data", {})),
+        },
+        [tokenizer_check("aligned_draft", art.path, target.path, target.name)],
+    )

@@ -1,0 +1,67 @@
+"""What every asset reports the same way: artifact metadata, tables, tokenizer checks.
+
+A helper module, not an asset module: asset modules import this and the library, never each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from fastdraft_dag.report import md_table
+from fastdraft_dag.storage.artifacts import Artifact
+from fastdraft_dag.tokenizer_identity import tokenizer_differences
+
+
+def artifact_metadata(artifact: Artifact) -> dict[str, Any]:
+    m = artifact.manifest
+    return {
+        "path": dg.MetadataValue.path(str(artifact.path)),
+        "artifact_version": m["version"],
+        "reused": artifact.reused,
+        "build_seconds": m.get("build_seconds", 0.0),
+        "inputs": dg.MetadataValue.json(m.get("inputs", {})),
+    }
+
+
+def result(
+    context: dg.AssetExecutionContext,
+    artifact: Artifact,
+    metadata: Mapping[str, Any] | None = None,
+    check_results: Sequence[dg.AssetCheckResult] = (),
+) -> dg.MaterializeResult:
+    if artifact.reused:
+        context.log.info(f"up to date: reusing {artifact.path}")
+    return dg.MaterializeResult(
+        metadata={**artifact_metadata(artifact), **(metadata or {})},
+        data_version=dg.DataVersion(artifact.data_version),
+        check_results=list(check_results),
+    )
+
+
+TOKENIZER_CHECK = "tokenizer_matches_target"
+
+
+def tokenizer_check_spec(asset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        TOKENIZER_CHECK,
+        asset=asset,
+        blocking=True,
+        description="The tokenizer (vocabulary, special tokens, chat template) equals the target's.",
+    )
+
+
+def tokenizer_check(asset: str, candidate: Path, target: Path, target_name: str) -> dg.AssetCheckResult:
+    diffs = tokenizer_differences(candidate, target)
+    desc = f"{asset} tokenizer at {candidate} vs target {target_name} at {target}"
+    return dg.AssetCheckResult(
+        check_name=TOKENIZER_CHECK,
+        asset_key=asset,
+        passed=not diffs,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"compared": desc, "differences": dg.MetadataValue.json(diffs)},
+        description=("identical: " if not diffs else "MISMATCH: ") + desc,
+    )

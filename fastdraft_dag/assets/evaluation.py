@@ -1,0 +1,82 @@
+"""`benchmark_tables`: acceptance, tau and MBSU from logits, and wall-clock speculative decoding."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from fastdraft_dag.assets.common import result
+from fastdraft_dag.offline_eval import evaluate_offline
+from fastdraft_dag.report import render_benchmark
+from fastdraft_dag.prompts import EVAL_FAMILIES, eval_prompts
+from fastdraft_dag.resources.core_ultra import CoreUltraResource
+from fastdraft_dag.resources.pipeline import FastDraftPipeline
+from fastdraft_dag.storage.artifacts import write_json_atomic
+from fastdraft_dag.storage.tables import append_rows
+
+
+@dg.asset(
+    group_name="evaluation",
+    code_version="1",
+    deps=["openvino_ir", "aligned_draft", "target_model"],
+    kinds={"openvino", "duckdb"},
+    pool="core_ultra",
+    description="Per task family and k: greedy and sampled acceptance, tau and memory-bound speedup from target and draft logits; wall-clock speedup of openvino_genai speculative decoding over plain decoding on the Core Ultra resource, with SD/plain agreement. Rows go to DuckDB with history.",
+)
+def benchmark_tables(
+    context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, core_ultra: CoreUltraResource
+) -> dg.MaterializeResult:
+    target = pipeline.resolve_target()
+    draft = pipeline.store.latest("aligned_draft", target.key)
+    irs = pipeline.store.latest("openvino_ir", target.key)
+    cfg = pipeline.profile.bench
+    export = pipeline.profile.export
+    core_ultra.validate()
+
+    def build(out):
+        prompts = [p for fam in EVAL_FAMILIES for p in eval_prompts(fam, cfg.prompts_per_family)]
+        offline = evaluate_offline(target.path, draft.path, prompts, cfg.offline_max_new_tokens, list(cfg.ks), threads=pipeline.profile.threads)
+        sd_prompts = [p for fam in EVAL_FAMILIES for p in eval_prompts(fam, cfg.sd_prompts_per_family)]
+        wall = core_ultra.benchmark(
+            irs.path / f"target-{export.target_format}",
+            irs.path / f"draft-{cfg.sd_draft_format}",
+            sd_prompts,
+            tokenizer_dir=target.path,
+            max_new_tokens=cfg.sd_max_new_tokens,
+            k=cfg.sd_k,
+            margin_model_dir=target.path,
+        )
+        tables = {"offline": offline, "wallclock": wall["per_task"], "wallclock_overall": wall["overall"]}
+        write_json_atomic(out / "results.json", tables)
+        (out / "results.md").write_text(render_benchmark(tables))
+        return {"overall": wall["overall"], "rows_offline": len(offline)}
+
+    art = pipeline.store.build(
+        "benchmark_tables",
+        target.key,
+        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
+        config={**pipeline.profile.section("bench"), "device": core_ultra.device, "precision_hint": core_ultra.precision_hint},
+        inputs={"openvino_ir": irs.data_version, "aligned_draft": draft.data_version, "target_model": target.revision},
+        build=build,
+    )
+    tables = json.loads((art.path / "results.json").read_text())
+    if not art.reused:
+        common = {"target": target.name, "draft_version": draft.data_version}
+        append_rows(pipeline.db_path, "benchmark_offline", [{**common, **r} for r in tables["offline"]], context.run_id)
+        append_rows(
+            pipeline.db_path,
+            "benchmark_wallclock",
+            [{**common, "draft_precision": cfg.sd_draft_format, "target_precision": export.target_format, "device": core_ultra.device, "precision_hint": core_ultra.precision_hint, **r} for r in tables["wallclock"]],
+            context.run_id,
+        )
+    overall = tables["wallclock_overall"]
+    return result(
+        context,
+        art,
+        {
+            "summary": dg.MetadataValue.md(render_benchmark(tables)),
+            "speedup": overall.get("speedup"),
+            "identical_fraction": overall.get("identical_fraction"),
+        },
+    )

@@ -1,0 +1,47 @@
+"""`openvino_ir`: the aligned draft and the target as OpenVINO IR, ready for openvino_genai."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from fastdraft_dag.report import md_table
+from fastdraft_dag.assets.common import result
+from fastdraft_dag.openvino_export import check_ir_logits, export_ir
+from fastdraft_dag.resources.pipeline import FastDraftPipeline
+
+LOGIT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "int8": 5.0, "int4": 10.0}
+
+
+@dg.asset(
+    group_name="export",
+    code_version="1",
+    deps=["aligned_draft", "target_model"],
+    kinds={"openvino"},
+    retry_policy=dg.RetryPolicy(max_retries=1),
+    description="The aligned draft (each configured precision, NNCF weight compression for int8) and the target, exported with optimum-intel, each IR's logits compared with PyTorch.",
+)
+def openvino_ir(context: dg.AssetExecutionContext, pipeline: FastDraftPipeline) -> dg.MaterializeResult:
+    target = pipeline.resolve_target()
+    draft = pipeline.store.latest("aligned_draft", target.key)
+    cfg = pipeline.profile.export
+
+    def build(out):
+        jobs = [(f"draft-{f}", draft.path, f) for f in cfg.draft_formats]
+        jobs.append((f"target-{cfg.target_format}", target.path, cfg.target_format))
+        rows = []
+        for name, src, fmt in jobs:
+            context.log.info(f"exporting {name} from {src}")
+            info = export_ir(src, out / name, fmt)
+            check = check_ir_logits(src, out / name, None, LOGIT_TOLERANCE.get(fmt, 10.0))
+            rows.append({"ir": name, "weight_format": fmt, "mb": round(info["ir_bytes"] / 1e6, 1), "seconds": round(info["seconds"], 1), **{k: v for k, v in check.items() if not isinstance(v, (list, dict))}})
+        return {"irs": rows}
+
+    art = pipeline.store.build(
+        "openvino_ir",
+        target.key,
+        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
+        config=pipeline.profile.section("export"),
+        inputs={"aligned_draft": draft.data_version, "target_model": target.revision},
+        build=build,
+    )
+    return result(context, art, {"irs": dg.MetadataValue.md(md_table(art.metrics["irs"]))})

@@ -1,0 +1,73 @@
+"""`pretrained_draft`: pre-training on text, then continued pre-training on code + text."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+
+from fastdraft_dag.assets.common import result, tokenizer_check, tokenizer_check_spec
+from fastdraft_dag.draft_config import derive_draft_config, init_draft
+from fastdraft_dag.model_card import write_model_card
+from fastdraft_dag.resources.hpu_training import HPUTrainingResource
+from fastdraft_dag.resources.pipeline import FastDraftPipeline
+
+
+@dg.asset(
+    group_name="training",
+    code_version="1",
+    deps=["tokenized_shards", "target_model"],
+    kinds={"pytorch", "hpu"},
+    pool="hpu",
+    tags={"dagster/max_runtime": str(24 * 3600)},
+    check_specs=[tokenizer_check_spec("pretrained_draft")],
+    description="A small Llama-style draft with the target's vocabulary and tokenizer, pre-trained from scratch on text then on a code + text mix, through the HPU training resource (a separate process via Dagster Pipes).",
+)
+def pretrained_draft(
+    context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, hpu: HPUTrainingResource
+) -> dg.MaterializeResult:
+    target = pipeline.resolve_target()
+    shards = pipeline.store.latest("tokenized_shards", target.key)
+    cfg = pipeline.profile.pretrain
+    derive_draft_config(target.path, cfg.draft)  # an invalid draft fails here, before any training
+
+    def build(out):
+        init_dir = out / "_init"
+        sizes = init_draft(target.path, cfg.draft, init_dir, seed=cfg.seed)
+        spec = {
+            "init_dir": str(init_dir),
+            "out_dir": str(out),
+            "seed": cfg.seed,
+            "dtype": cfg.dtype,
+            "stages": [
+                s.to_spec({"kind": "packed", "root": str(shards.path), "mix": s.mix})
+                for s in cfg.stages
+            ],
+        }
+        metrics = hpu.train(context, spec, out / "_work")
+        shutil.rmtree(init_dir)
+        shutil.rmtree(out / "_work", ignore_errors=True)
+        metrics = {**sizes, **metrics}
+        write_model_card(out, "Pretrained FastDraft draft", target.name, metrics, {"tokenized_shards": shards.data_version})
+        return metrics
+
+    art = pipeline.store.build(
+        "pretrained_draft",
+        target.key,
+        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
+        config={**pipeline.profile.section("pretrain"), "backend": hpu.backend},
+        inputs={"tokenized_shards": shards.data_version, "target_model": target.revision},
+        build=build,
+    )
+    m = art.metrics
+    return result(
+        context,
+        art,
+        {
+            "parameters": m.get("parameters"),
+            "val_loss": m.get("val_loss"),
+            "tokens_per_s": m.get("tokens_per_s"),
+            "stages": dg.MetadataValue.json(m.get("stages", [])),
+        },
+        [tokenizer_check("pretrained_draft", art.path, target.path, target.name)],
+    )

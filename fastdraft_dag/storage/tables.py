@@ -1,0 +1,77 @@
+"""The project's DuckDB file: corpus stats, KD index and benchmark results with history.
+
+DuckDB allows one writer at a time, so every write opens, writes and closes in one short
+transaction (and Dagster runs that write share a pool of 1).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+SCHEMA = {
+    "corpus_stats": """
+        run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, source VARCHAR,
+        domain VARCHAR, docs_in BIGINT, docs_kept BIGINT, bytes_in BIGINT, bytes_kept BIGINT,
+        dropped JSON""",
+    "kd_datasets": """
+        run_id VARCHAR, created_at TIMESTAMP, target VARCHAR, artifact_version VARCHAR,
+        task VARCHAR, rows BIGINT, prompt_tokens BIGINT, response_tokens BIGINT""",
+    "benchmark_offline": """
+        run_id VARCHAR, created_at TIMESTAMP, target VARCHAR, draft_version VARCHAR, task VARCHAR,
+        k INTEGER, alpha_greedy DOUBLE, alpha_sampled DOUBLE, tau_iid DOUBLE, tau_sim DOUBLE,
+        mbsu DOUBLE, n_prompts INTEGER, n_tokens INTEGER""",
+    "benchmark_wallclock": """
+        run_id VARCHAR, created_at TIMESTAMP, target VARCHAR, draft_version VARCHAR,
+        draft_precision VARCHAR, target_precision VARCHAR, device VARCHAR, precision_hint VARCHAR,
+        task VARCHAR, k INTEGER, plain_tokens_per_s DOUBLE, sd_tokens_per_s DOUBLE, speedup DOUBLE,
+        accepted_per_step DOUBLE, identical_fraction DOUBLE, first_divergence INTEGER,
+        divergence_margin DOUBLE, n_prompts INTEGER""",
+}
+
+
+def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(db_path))
+    for table, columns in SCHEMA.items():
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+    return con
+
+
+def append_rows(db_path: Path, table: str, rows: Sequence[dict[str, Any]], run_id: str) -> int:
+    """Insert rows (dicts keyed by column name; missing columns are NULL) in one transaction.
+
+    Every row is stamped with the run that wrote it and the time, so tables keep history.
+    """
+    if table not in SCHEMA:
+        raise ValueError(f"table {table!r}: unknown (known: {', '.join(SCHEMA)})")
+    if not rows:
+        return 0
+    con = connect(db_path)
+    try:
+        columns = [c.split()[0] for c in SCHEMA[table].replace("\n", " ").split(",")]
+        placeholders = ", ".join("?" for _ in columns)
+        stamp = {"run_id": run_id, "created_at": datetime.datetime.now()}
+        con.execute("BEGIN")
+        con.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})",
+            [[{**row, **stamp}.get(c) for c in columns] for row in rows],
+        )
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return len(rows)
+
+
+def query(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    con = connect(db_path)
+    try:
+        cur = con.execute(sql, list(params))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()

