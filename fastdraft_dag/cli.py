@@ -27,7 +27,11 @@ ORDER = (
 def _instance():
     import dagster as dg
 
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    return (
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
+    )
 
 
 def materialize_all(profile: str, root: str, target: str = "", selection: str = "*") -> bool:
@@ -59,7 +63,13 @@ def asset_times(root: str, partition: str) -> list[dict]:
         except FileNotFoundError:
             rows.append({"asset": asset, "build_seconds": None, "version": "missing"})
             continue
-        rows.append({"asset": asset, "build_seconds": art.manifest["build_seconds"], "version": art.manifest["version"]})
+        rows.append(
+            {
+                "asset": asset,
+                "build_seconds": art.manifest["build_seconds"],
+                "version": art.manifest["version"],
+            }
+        )
     return rows
 
 
@@ -86,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=os.environ.get("FASTDRAFT_PROFILE", "default"))
     parser.add_argument("--root", default=os.environ.get("FASTDRAFT_HOME", "artifacts"))
     parser.add_argument("--target", default=os.environ.get("FASTDRAFT_TARGET", ""))
-    parser.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'openvino_ir*'")
+    parser.add_argument(
+        "--select", default="*", help="Dagster asset selection, e.g. 'openvino_ir*'"
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         started = time.time()

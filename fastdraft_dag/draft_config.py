@@ -142,6 +142,16 @@ def count_parameters(model: Any) -> dict[str, int]:
     return {"parameters": total, "non_embedding_parameters": total - embedding}
 
 
+def _add_legacy_rope_keys(config_path: Path) -> None:
+    """Also write `rope_theta` at the top level: transformers 4.x (the Gaudi env) ignores
+    `rope_parameters` and would silently train with theta 10000. transformers 5 accepts both."""
+    config = json.loads(config_path.read_text())
+    rope = config.get("rope_parameters") or {}
+    if "rope_theta" in rope and "rope_theta" not in config:
+        config["rope_theta"] = rope["rope_theta"]
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def init_draft(target_dir: Path, size: DraftSize, out_dir: Path, seed: int = 0) -> dict[str, int]:
     """Write a random-init draft (safetensors + the target's tokenizer files) to `out_dir`."""
     import torch
@@ -153,5 +163,6 @@ def init_draft(target_dir: Path, size: DraftSize, out_dir: Path, seed: int = 0) 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
+    _add_legacy_rope_keys(out_dir / "config.json")
     copy_tokenizer_files(target_dir, out_dir)
     return count_parameters(model)

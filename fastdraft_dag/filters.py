@@ -115,7 +115,9 @@ def code_rules(c: FilterConfig) -> list[Rule]:
         Rule("max_line_len", "code", f"list_max({LINE_LENGTHS}) <= {c.max_line_len}"),
         Rule("mean_line_len", "code", f"length(text) / {LINES} <= {c.max_mean_line_len}"),
         Rule("alnum_frac", "code", f"{alnum} / greatest(length(text), 1) >= {c.min_alnum_frac}"),
-        Rule("auto_generated", "code", f"NOT regexp_matches({head}, {_sql_str(c.generated_pattern)})"),
+        Rule(
+            "auto_generated", "code", f"NOT regexp_matches({head}, {_sql_str(c.generated_pattern)})"
+        ),
     ]
 
 

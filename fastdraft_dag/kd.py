@@ -18,6 +18,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,54 @@ def _pending(
     return todo
 
 
+@dataclass
+class _Run:
+    """One generation run: the loaded target, its settings and the running tallies."""
+
+    model: Any
+    tokenizer: Any
+    config: Any
+    eos: list[int]
+    pad_id: int
+    temperature: float
+    seed: int
+    drops: Counter = field(default_factory=Counter)
+    finish: Counter = field(default_factory=Counter)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def answer(self, batch: list[tuple[dict[str, Any], list[int]]]) -> list[dict[str, Any]]:
+        """Generate one batch and turn it into rows; empty responses are counted, not returned."""
+        t0 = time.perf_counter()
+        new = _generate_batch(self.model, [ids for _, ids in batch], self.config, self.pad_id)
+        self.seconds += time.perf_counter() - t0
+        rows = []
+        for (p, ids), new_ids in zip(batch, new, strict=True):
+            resp, finish = _finish(new_ids, self.eos)
+            self.tokens += len(resp) + (finish == "eos")
+            text = self.tokenizer.decode(resp, skip_special_tokens=True)
+            if not text.strip():
+                self.drops["empty_response"] += 1
+                continue
+            self.finish[finish] += 1
+            rid = row_id(p["id"], self.temperature, self.seed)
+            rows.append(_make_row(p, rid, len(ids), resp, finish, text))
+        return rows
+
+
+def _start_run(
+    target_dir: Path, max_new_tokens: int, temperature: float, seed: int, threads: int, dtype: str
+) -> _Run:
+    import torch
+
+    model, tokenizer = load_target(target_dir, dtype, threads)
+    eos = end_of_turn_ids(target_dir, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    config = _generation_config(max_new_tokens, temperature, eos, pad_id)
+    torch.manual_seed(seed)
+    return _Run(model, tokenizer, config, eos, pad_id, temperature, seed)
+
+
 def generate_responses(
     target_dir: Path,
     prompts: list[dict[str, Any]],
@@ -242,58 +291,42 @@ def generate_responses(
     is already in `out_path` are skipped and the file is appended to, flushed after every batch.
     Rows that hit `max_new_tokens` are kept with `finish="length"`; empty responses are dropped.
     """
-    import torch
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = _existing_ids(out_path)
-    drops: Counter = Counter()
-    todo = _pending(prompts, done, temperature, seed, drops)
-    model, tokenizer = load_target(target_dir, dtype, threads)
-    template = "chat" if has_chat_template(tokenizer) else "fallback"
-    if not tokenizer_roundtrips(tokenizer):
+    dup: Counter = Counter()
+    todo = _pending(prompts, done, temperature, seed, dup)
+    run = _start_run(target_dir, max_new_tokens, temperature, seed, threads, dtype)
+    run.drops.update(dup)
+    roundtrip = tokenizer_roundtrips(run.tokenizer)
+    if not roundtrip:
         warnings.warn(f"{target_dir}: tokenizer does not round-trip plain text", stacklevel=2)
-    eos = end_of_turn_ids(target_dir, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    config = _generation_config(max_new_tokens, temperature, eos, pad_id)
-    torch.manual_seed(seed)
-    encoded = [(p, encode_prompt(tokenizer, p)) for p in todo]
-    finishes: Counter = Counter()
-    gen_tokens, gen_seconds, written = 0, 0.0, 0
+    encoded = [(p, encode_prompt(run.tokenizer, p)) for p in todo]
+    written = 0
     bar = tqdm(total=len(encoded), desc="kd generate", unit="prompt", disable=not progress)
     with open(out_path, "a", encoding="utf-8") as f:
         for batch in _batches(encoded, batch_size):
-            t0 = time.perf_counter()
-            new = _generate_batch(model, [ids for _, ids in batch], config, pad_id)
-            gen_seconds += time.perf_counter() - t0
-            for (p, ids), new_ids in zip(batch, new, strict=True):
-                resp, finish = _finish(new_ids, eos)
-                gen_tokens += len(resp) + (finish == "eos")
-                text = tokenizer.decode(resp, skip_special_tokens=True)
-                if not text.strip():
-                    drops["empty_response"] += 1
-                    continue
-                rid = row_id(p["id"], temperature, seed)
-                row = _make_row(p, rid, len(ids), resp, finish, text)
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                finishes[finish] += 1
-                written += 1
+            rows = run.answer(batch)
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             f.flush()
+            written += len(rows)
             bar.update(len(batch))
     bar.close()
     return {
         "rows": written,
         "rows_in_file": len(done) + written,
-        "skipped_existing": len(prompts) - len(todo) - drops["duplicate_prompt_id"],
-        "drops": dict(drops),
-        "finish": dict(finishes),
-        "generated_tokens": gen_tokens,
-        "tokens_per_s": gen_tokens / gen_seconds if gen_seconds else 0.0,
-        "generate_seconds": gen_seconds,
+        "skipped_existing": len(prompts) - len(todo) - dup["duplicate_prompt_id"],
+        "drops": dict(run.drops),
+        "finish": dict(run.finish),
+        "generated_tokens": run.tokens,
+        "tokens_per_s": run.tokens / run.seconds if run.seconds else 0.0,
+        "generate_seconds": run.seconds,
         "seconds": time.perf_counter() - start,
-        "template": template,
+        "template": "chat" if has_chat_template(run.tokenizer) else "fallback",
+        "tokenizer_roundtrip": roundtrip,
         "dtype": dtype,
         "batch_size": batch_size,
         "temperature": temperature,

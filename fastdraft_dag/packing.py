@@ -35,13 +35,28 @@ DOC_SEPARATOR = "<|endoftext|>"
 
 
 def doc_separator_id(tokenizer: Any) -> int:
-    """`<|endoftext|>` where the vocab has it: chat models use eos for end-of-turn, not end-of-doc."""
+    """`<|endoftext|>` where the vocab has it: chat models use eos to end a turn, not a doc."""
     vocab = tokenizer.get_vocab()
     if DOC_SEPARATOR in vocab:
         return int(vocab[DOC_SEPARATOR])
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer has neither <|endoftext|> nor an eos token to separate docs")
     return int(tokenizer.eos_token_id)
+
+
+ROUNDTRIP_SAMPLE = "In the beginning, x = 1.\n    def f(y):\n        return y  # done\n"
+
+
+def check_roundtrip(tokenizer: Any, where: Path) -> None:
+    """Refuse a tokenizer that loses text: a mis-declared class (e.g. a GGUF-converted byte-level
+    BPE loaded as CodeLlamaTokenizer) maps every space to unk and silently ruins the shards."""
+    ids = tokenizer(ROUNDTRIP_SAMPLE, add_special_tokens=False)["input_ids"]
+    back = tokenizer.decode(ids)
+    if back != ROUNDTRIP_SAMPLE:
+        raise ValueError(
+            f"tokenizer {str(where)!r} ({type(tokenizer).__name__}) does not round-trip text: "
+            f"{ROUNDTRIP_SAMPLE!r} -> {back!r}"
+        )
 
 
 def split_of(doc_id: str, val_fraction: float) -> str:
@@ -120,7 +135,9 @@ def copy_tokenizer(tokenizer_dir: Path, out_dir: Path) -> Path:
     return dest
 
 
-def _domain_batches(corpus: ds.Dataset, domain: str, batch_size: int) -> Iterator[tuple]:
+def _domain_batches(
+    corpus: ds.Dataset, domain: str, batch_size: int
+) -> Iterator[tuple[list[str], list[str]]]:
     scanner = corpus.scanner(
         columns=["id", "text"], filter=ds.field("domain") == domain, batch_size=batch_size
     )
@@ -175,7 +192,10 @@ def tokenize_and_pack(
 
     tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [out_dir / d for d in DOMAINS] + [out_dir / "tokenizer"]:
+        shutil.rmtree(stale, ignore_errors=True)  # shards of an earlier, larger run
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    check_roundtrip(tokenizer, tokenizer_dir)
     vocab_size = len(tokenizer)
     dtype = shards.token_dtype(vocab_size)
     settings = {

@@ -127,16 +127,27 @@ class Profile:
     def validate(self) -> Profile:
         for stage in (*self.pretrain.stages, self.align.stage):
             if stage.steps <= 0 or stage.batch_size <= 0 or stage.lr <= 0:
-                raise ProfileError(f"profile {self.name!r}: stage {stage.name!r} needs positive steps, batch_size, lr")
+                raise ProfileError(
+                    f"profile {self.name!r}: stage {stage.name!r} needs positive steps, batch_size, lr"
+                )
             unknown = set(stage.mix) - {"text", "code"}
             if unknown:
-                raise ProfileError(f"profile {self.name!r}: stage {stage.name!r} mixes unknown domains {sorted(unknown)}")
+                raise ProfileError(
+                    f"profile {self.name!r}: stage {stage.name!r} mixes unknown domains {sorted(unknown)}"
+                )
         if not 0 < self.shards.val_fraction < 0.5:
             raise ProfileError(f"profile {self.name!r}: shards.val_fraction must be in (0, 0.5)")
         if self.bench.sd_draft_format not in self.export.draft_formats:
-            raise ProfileError(f"profile {self.name!r}: bench.sd_draft_format {self.bench.sd_draft_format!r} is not exported")
-        if self.pretrain.draft.max_position_embeddings and self.shards.seq_len > self.pretrain.draft.max_position_embeddings:
-            raise ProfileError(f"profile {self.name!r}: shards.seq_len exceeds the draft's max positions")
+            raise ProfileError(
+                f"profile {self.name!r}: bench.sd_draft_format {self.bench.sd_draft_format!r} is not exported"
+            )
+        if (
+            self.pretrain.draft.max_position_embeddings
+            and self.shards.seq_len > self.pretrain.draft.max_position_embeddings
+        ):
+            raise ProfileError(
+                f"profile {self.name!r}: shards.seq_len exceeds the draft's max positions"
+            )
         return self
 
 
@@ -149,17 +160,55 @@ TINY = Profile(
     corpora=CorporaConfig(max_docs_per_source=40),
     shards=ShardsConfig(seq_len=64, seqs_per_shard=256, val_fraction=0.1),
     pretrain=PretrainConfig(
-        draft=DraftSize(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, max_position_embeddings=512),
+        draft=DraftSize(
+            hidden_size=64,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=512,
+        ),
         stages=(
-            StageConfig("pretrain", steps=12, batch_size=4, lr=3e-3, warmup_steps=2, eval_every=6, eval_batches=2),
-            StageConfig("continued", steps=8, batch_size=4, lr=2e-3, mix={"code": 0.5, "text": 0.5}, warmup_steps=2, eval_every=4, eval_batches=2),
+            StageConfig(
+                "pretrain",
+                steps=12,
+                batch_size=4,
+                lr=3e-3,
+                warmup_steps=2,
+                eval_every=6,
+                eval_batches=2,
+            ),
+            StageConfig(
+                "continued",
+                steps=8,
+                batch_size=4,
+                lr=2e-3,
+                mix={"code": 0.5, "text": 0.5},
+                warmup_steps=2,
+                eval_every=4,
+                eval_batches=2,
+            ),
         ),
         dtype="fp32",
     ),
     kd=KDConfig(n_instruction=4, n_code=4, max_new_tokens=16, batch_size=4, dtype="fp32"),
-    align=AlignConfig(StageConfig("align", steps=6, batch_size=2, lr=1e-3, warmup_steps=1, eval_every=3, eval_batches=1), max_len=256, val_fraction=0.25),
+    align=AlignConfig(
+        StageConfig(
+            "align", steps=6, batch_size=2, lr=1e-3, warmup_steps=1, eval_every=3, eval_batches=1
+        ),
+        max_len=256,
+        val_fraction=0.25,
+    ),
     export=ExportConfig(draft_formats=("fp16", "int8"), target_format="fp16"),
-    bench=BenchConfig(prompts_per_family=2, offline_max_new_tokens=8, ks=(1, 2, 3, 4, 5, 6, 7, 8), sd_prompts_per_family=1, sd_max_new_tokens=12, sd_k=3, sd_draft_format="fp16"),
+    bench=BenchConfig(
+        prompts_per_family=2,
+        offline_max_new_tokens=8,
+        ks=(1, 2, 3, 4, 5, 6, 7, 8),
+        sd_prompts_per_family=1,
+        sd_max_new_tokens=12,
+        sd_k=3,
+        sd_draft_format="fp16",
+    ),
 )
 
 DEFAULT = Profile(
@@ -169,14 +218,42 @@ DEFAULT = Profile(
     corpora=CorporaConfig(),
     shards=ShardsConfig(seq_len=512, seqs_per_shard=2048, val_fraction=0.02),
     pretrain=PretrainConfig(
-        draft=DraftSize(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=768, max_position_embeddings=2048),
+        draft=DraftSize(
+            hidden_size=256,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
+            intermediate_size=768,
+            max_position_embeddings=2048,
+        ),
         stages=(
-            StageConfig("pretrain", steps=700, batch_size=8, lr=2e-3, warmup_steps=50, eval_every=175),
-            StageConfig("continued", steps=300, batch_size=8, lr=1e-3, mix={"code": 0.6, "text": 0.4}, warmup_steps=20, eval_every=150),
+            StageConfig(
+                "pretrain", steps=700, batch_size=8, lr=2e-3, warmup_steps=50, eval_every=175
+            ),
+            StageConfig(
+                "continued",
+                steps=300,
+                batch_size=8,
+                lr=1e-3,
+                mix={"code": 0.6, "text": 0.4},
+                warmup_steps=20,
+                eval_every=150,
+            ),
         ),
     ),
     kd=KDConfig(n_instruction=320, n_code=160, max_new_tokens=128, batch_size=16),
-    align=AlignConfig(StageConfig("align", steps=300, batch_size=8, lr=1e-3, warmup_steps=20, eval_every=100, eval_batches=4), max_len=512),
+    align=AlignConfig(
+        StageConfig(
+            "align",
+            steps=300,
+            batch_size=8,
+            lr=1e-3,
+            warmup_steps=20,
+            eval_every=100,
+            eval_batches=4,
+        ),
+        max_len=512,
+    ),
     export=ExportConfig(draft_formats=("fp16", "int8"), target_format="int8"),
     bench=BenchConfig(),
 )
@@ -188,16 +265,40 @@ PAPER = Profile(
     corpora=CorporaConfig(sources=("fineweb", "the_stack_v2")),
     shards=ShardsConfig(seq_len=2048, seqs_per_shard=8192, val_fraction=0.001),
     pretrain=PretrainConfig(
-        draft=DraftSize(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=8, intermediate_size=1536, max_position_embeddings=4096),
+        draft=DraftSize(
+            hidden_size=512,
+            num_layers=4,
+            num_heads=8,
+            num_kv_heads=8,
+            intermediate_size=1536,
+            max_position_embeddings=4096,
+        ),
         stages=(
-            StageConfig("pretrain", steps=76_000, batch_size=64, lr=1e-3, warmup_steps=2000, eval_every=2000),
-            StageConfig("continued", steps=57_000, batch_size=64, lr=5e-4, mix={"code": 0.67, "text": 0.33}, warmup_steps=500, eval_every=2000),
+            StageConfig(
+                "pretrain", steps=76_000, batch_size=64, lr=1e-3, warmup_steps=2000, eval_every=2000
+            ),
+            StageConfig(
+                "continued",
+                steps=57_000,
+                batch_size=64,
+                lr=5e-4,
+                mix={"code": 0.67, "text": 0.33},
+                warmup_steps=500,
+                eval_every=2000,
+            ),
         ),
     ),
     kd=KDConfig(n_instruction=200_000, n_code=100_000, max_new_tokens=512, batch_size=64),
-    align=AlignConfig(StageConfig("align", steps=20_000, batch_size=64, lr=3e-4, warmup_steps=500, eval_every=1000), max_len=2048),
+    align=AlignConfig(
+        StageConfig(
+            "align", steps=20_000, batch_size=64, lr=3e-4, warmup_steps=500, eval_every=1000
+        ),
+        max_len=2048,
+    ),
     export=ExportConfig(draft_formats=("fp16", "int8"), target_format="int4"),
-    bench=BenchConfig(prompts_per_family=100, sd_prompts_per_family=50, sd_max_new_tokens=256, sd_k=5),
+    bench=BenchConfig(
+        prompts_per_family=100, sd_prompts_per_family=50, sd_max_new_tokens=256, sd_k=5
+    ),
     threads=0,
 )
 

@@ -343,8 +343,8 @@ def function_stubs(source: str) -> Iterator[str]:
         doc = node.body[0] if node.body else None
         if ast.get_docstring(node) is None or doc is None or doc.end_lineno is None:
             continue
-        if len(node.body) < 2:
-            continue  # docstring-only stubs have nothing to complete
+        if len(node.body) < 2 or node.name.startswith("_"):
+            continue  # docstring-only stubs have nothing to complete; private helpers are noise
         yield textwrap.dedent("\n".join(lines[node.lineno - 1 : doc.end_lineno]))
 
 

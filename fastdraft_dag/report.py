@@ -6,11 +6,27 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 OFFLINE_COLUMNS = (
-    "task", "k", "alpha_greedy", "alpha_sampled", "tau_iid", "tau_sim", "mbsu", "n_prompts", "n_tokens",
+    "task",
+    "k",
+    "alpha_greedy",
+    "alpha_sampled",
+    "tau_iid",
+    "tau_sim",
+    "mbsu",
+    "n_prompts",
+    "n_tokens",
 )
 WALL_COLUMNS = (
-    "task", "k", "plain_tokens_per_s", "sd_tokens_per_s", "speedup", "accepted_per_step",
-    "identical_fraction", "first_divergence", "divergence_margin", "n_prompts",
+    "task",
+    "k",
+    "plain_tokens_per_s",
+    "sd_tokens_per_s",
+    "speedup",
+    "accepted_per_step",
+    "identical_fraction",
+    "first_divergence",
+    "divergence_margin",
+    "n_prompts",
 )
 
 

@@ -173,7 +173,9 @@ def _wiki_page(elem: ET.Element) -> tuple[str, str] | None:
     if "redirect" in fields or (fields.get("ns") is not None and fields["ns"].text != "0"):
         return None
     revision = fields.get("revision")
-    body = None if revision is None else next((c for c in revision if _local(c.tag) == "text"), None)
+    body = (
+        None if revision is None else next((c for c in revision if _local(c.tag) == "text"), None)
+    )
     title = fields["title"].text if "title" in fields else None
     if not title or body is None or not body.text:
         return None
@@ -237,7 +239,9 @@ def kjv_file() -> Path:
 
 
 def _chapter_record(book: str, chapter: int, verses: list[str]) -> Record:
-    return record("kjv_bible", "text", f"{book}:{chapter}", f"{book} {chapter}\n\n" + "\n".join(verses))
+    return record(
+        "kjv_bible", "text", f"{book}:{chapter}", f"{book} {chapter}\n\n" + "\n".join(verses)
+    )
 
 
 def read_kjv(path: Path) -> Iterator[Record]:
@@ -292,7 +296,7 @@ def _read_checked(source: Source, path: Path) -> Iterator[Record]:
 
 
 def iter_source(name: str, split: str = "train", max_docs: int | None = None) -> Iterator[Record]:
-    """Records of one source; `train` excludes held-out docs, `heldout` yields only them."""
+    """Records of a source: `train` drops held-out docs, `heldout` keeps only them, `all` both."""
     if name not in SOURCES:
         raise SourceError(f"unknown source {name!r}; known sources: {', '.join(sorted(SOURCES))}")
     if split not in SPLITS:

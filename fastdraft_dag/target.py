@@ -77,10 +77,65 @@ def local_dir_revision(path: Path) -> str:
     """Content hash of weights, config and tokenizer files: a changed file is a new revision."""
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):
-        if f.is_file() and f.suffix in {".safetensors", ".json", ".txt", ".model", ".jinja", ".bin"}:
+        if f.is_file() and f.suffix in {
+            ".safetensors",
+            ".json",
+            ".txt",
+            ".model",
+            ".jinja",
+            ".bin",
+        }:
             h.update(f.name.encode())
             h.update(sha256_file(f).encode())
     return h.hexdigest()
+
+
+def _gguf_tokenizer_meta(gguf: Path) -> dict[str, object]:
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+    keys = ("bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id", "add_bos_token", "pre")
+    return {k: fields[f"tokenizer.ggml.{k}"].contents() for k in keys if f"tokenizer.ggml.{k}" in fields}
+
+
+def repair_gguf_tokenizer(model_dir: Path, gguf: Path, vocab_size: int) -> None:
+    """Make the converted tokenizer say what the GGUF metadata says.
+
+    transformers 5.5's GGUF converter treats SmolLM2's byte-level BPE as CodeLlama: it adds five
+    FIM tokens past the embedding (ids 49152-49156), sets eos to `<|im_start|>`, prepends a BOS to
+    every encoding and decodes with SentencePiece rules. The GGUF itself records eos/pad 2, no BOS
+    and llama.cpp's `smollm` pre-tokenizer (digits split one by one, then GPT-2 byte-level).
+    """
+    meta = _gguf_tokenizer_meta(gguf)
+    tj_path, cfg_path = model_dir / "tokenizer.json", model_dir / "tokenizer_config.json"
+    tj = json.loads(tj_path.read_text())
+    tj["added_tokens"] = [t for t in tj["added_tokens"] if t["id"] < vocab_size]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": True}
+    tj["post_processor"] = byte_level
+    tj["decoder"] = {**byte_level, "add_prefix_space": True, "trim_offsets": True}
+    if meta.get("pre") == "smollm":
+        tj["pre_tokenizer"] = {
+            "type": "Sequence",
+            "pretokenizers": [{"type": "Digits", "individual_digits": True}, {**byte_level, "trim_offsets": True}],
+        }
+    vocab = {t["id"]: t["content"] for t in tj["added_tokens"]}
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("eot_token", "fill_token", "middle_token", "prefix_token", "suffix_token", "extra_special_tokens"):
+        cfg.pop(key, None)
+    cfg.update(
+        tokenizer_class="PreTrainedTokenizerFast",
+        add_prefix_space=False,
+        add_bos_token=bool(meta.get("add_bos_token", False)),
+        bos_token=vocab[int(meta["bos_token_id"])],
+        eos_token=vocab[int(meta["eos_token_id"])],
+        unk_token=vocab[int(meta["unknown_token_id"])],
+        pad_token=vocab[int(meta.get("padding_token_id", meta["eos_token_id"]))],
+        model_max_length=8192,
+    )
+    for key in ("bos_token_id", "eos_token_id", "unk_token_id", "pad_token_id"):
+        cfg.pop(key, None)
+    tj_path.write_text(json.dumps(tj, ensure_ascii=False))
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -97,6 +152,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        repair_gguf_tokenizer(tmp, gguf, model.config.vocab_size)
         (tmp / "source.json").write_text(
             json.dumps({"gguf": gguf.name, "sha256": EMBEDDED_SHA256}, indent=2)
         )
@@ -108,7 +164,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 def resolve_embedded(cache_root: Path) -> ResolvedTarget:
     gguf = embedded_gguf_path()
-    out = Path(cache_root) / "embedded" / EMBEDDED_SHA256[:16]
+    # The suffix names the conversion recipe: a fixed converter gets a fresh cache.
+    out = Path(cache_root) / "embedded" / f"{EMBEDDED_SHA256[:16]}-tok2"
     if not (out / "config.json").is_file():
         digest = sha256_file(gguf)
         if digest != EMBEDDED_SHA256:
@@ -125,7 +182,7 @@ def resolve_tiny(cache_root: Path) -> ResolvedTarget:
     from fastdraft_dag.tiny_target import build_tiny_target
 
     base = resolve_embedded(cache_root)
-    out = Path(cache_root) / "embedded" / "tiny-random"
+    out = Path(cache_root) / "embedded" / f"tiny-random-{base.path.name}"
     if not (out / "config.json").is_file():
         build_tiny_target(base.path, out)
     return ResolvedTarget(TINY_NAME, target_key(TINY_NAME), local_dir_revision(out), out)
@@ -134,7 +191,9 @@ def resolve_tiny(cache_root: Path) -> ResolvedTarget:
 def resolve_local(path: Path, trust_remote_code: bool = False) -> ResolvedTarget:
     path = Path(path).expanduser().resolve()
     if not (path / "config.json").is_file():
-        raise TargetError(f"target {str(path)!r}: not a Hugging Face model directory (no config.json)")
+        raise TargetError(
+            f"target {str(path)!r}: not a Hugging Face model directory (no config.json)"
+        )
     return ResolvedTarget(
         str(path), target_key(str(path)), local_dir_revision(path), path, trust_remote_code
     )

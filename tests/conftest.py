@@ -31,9 +31,6 @@ def tokenizer(target_dir: Path):
 @pytest.fixture(scope="session")
 def tiny_target_dir(target_dir: Path) -> Path:
     """A random 2-layer Llama with the real SmolLM2 tokenizer: fast plumbing, not a real target."""
-    from fastdraft_dag.tiny_target import build_tiny_target
+    from fastdraft_dag.target import TINY_NAME, resolve_target
 
-    out = CACHE / "tiny-target"
-    if not (out / "model.safetensors").is_file():
-        build_tiny_target(target_dir, out)
-    return out
+    return resolve_target(TINY_NAME, CACHE / "targets").path

@@ -1,6 +1,5 @@
 """Alignment: the target answers KD prompts (`synthetic_kd_dataset`), the draft learns them (`aligned_draft`)."""
 
-from __future__ import annotations
 
 import json
 import shutil
@@ -85,7 +84,13 @@ def synthetic_kd_dataset(
             context.run_id,
         )
     sample = [
-        {"id": r["id"], "task": r["task"], "prompt": r["prompt"][:80].replace("\n", " ").replace("|", "/"), "response": r["response"][:120].replace("\n", " ").replace("|", "/"), "finish": r["finish"]}
+        {
+            "id": r["id"],
+            "task": r["task"],
+            "prompt": r["prompt"][:80].replace("\n", " ").replace("|", "/"),
+            "response": r["response"][:120].replace("\n", " ").replace("|", "/"),
+            "finish": r["finish"],
+        }
         for r in rows[:5]
     ]
     m = art.metrics

@@ -54,7 +54,9 @@ def tokenizer_check_spec(asset: str) -> dg.AssetCheckSpec:
     )
 
 
-def tokenizer_check(asset: str, candidate: Path, target: Path, target_name: str) -> dg.AssetCheckResult:
+def tokenizer_check(
+    asset: str, candidate: Path, target: Path, target_name: str
+) -> dg.AssetCheckResult:
     diffs = tokenizer_differences(candidate, target)
     desc = f"{asset} tokenizer at {candidate} vs target {target_name} at {target}"
     return dg.AssetCheckResult(

@@ -1,6 +1,5 @@
 """Data assets: `filtered_corpora` (target-independent) and `tokenized_shards` (per target)."""
 
-from __future__ import annotations
 
 import itertools
 import json
@@ -57,12 +56,19 @@ def filtered_corpora(
             pipeline.db_path,
             "corpus_stats",
             [
-                {**s, "artifact_version": art.manifest["version"], "dropped": json.dumps(s["dropped"])}
+                {
+                    **s,
+                    "artifact_version": art.manifest["version"],
+                    "dropped": json.dumps(s["dropped"]),
+                }
                 for s in stats
             ],
             context.run_id,
         )
-    rows = [{k: v for k, v in s.items() if k != "dropped"} | {"dropped": sum(s["dropped"].values())} for s in stats]
+    rows = [
+        {k: v for k, v in s.items() if k != "dropped"} | {"dropped": sum(s["dropped"].values())}
+        for s in stats
+    ]
     return result(
         context,
         art,
@@ -103,7 +109,11 @@ def tokenized_shards(
             val_fraction=cfg.val_fraction,
             max_tokens=cfg.max_tokens,
         )
-        return {"tokens": index["tokens"], "documents": index["documents"], "shards": len(index["shards"])}
+        return {
+            "tokens": index["tokens"],
+            "documents": index["documents"],
+            "shards": len(index["shards"]),
+        }
 
     art = pipeline.store.build(
         "tokenized_shards",
@@ -117,7 +127,9 @@ def tokenized_shards(
         verify_shards(art.path)
         checksum = dg.AssetCheckResult(check_name="shard_checksums", passed=True)
     except ShardChecksumError as exc:
-        checksum = dg.AssetCheckResult(check_name="shard_checksums", passed=False, description=str(exc))
+        checksum = dg.AssetCheckResult(
+            check_name="shard_checksums", passed=False, description=str(exc)
+        )
     tokens = art.metrics["tokens"]
     return result(
         context,
@@ -125,8 +137,13 @@ def tokenized_shards(
         {
             "target": target.name,
             "shards": art.metrics["shards"],
-            "tokens": dg.MetadataValue.md(md_table([{"domain": d, **v} for d, v in tokens.items()])),
+            "tokens": dg.MetadataValue.md(
+                md_table([{"domain": d, **v} for d, v in tokens.items()])
+            ),
             "train_tokens": sum(v["train"] for v in tokens.values()),
         },
-        [tokenizer_check("tokenized_shards", art.path / "tokenizer", target.path, target.name), checksum],
+        [
+            tokenizer_check("tokenized_shards", art.path / "tokenizer", target.path, target.name),
+            checksum,
+        ],
     )

@@ -1,6 +1,5 @@
 """`benchmark_tables`: acceptance, tau and MBSU from logits, and wall-clock speculative decoding."""
 
-from __future__ import annotations
 
 import json
 
@@ -36,8 +35,17 @@ def benchmark_tables(
 
     def build(out):
         prompts = [p for fam in EVAL_FAMILIES for p in eval_prompts(fam, cfg.prompts_per_family)]
-        offline = evaluate_offline(target.path, draft.path, prompts, cfg.offline_max_new_tokens, list(cfg.ks), threads=pipeline.profile.threads)
-        sd_prompts = [p for fam in EVAL_FAMILIES for p in eval_prompts(fam, cfg.sd_prompts_per_family)]
+        offline = evaluate_offline(
+            target.path,
+            draft.path,
+            prompts,
+            cfg.offline_max_new_tokens,
+            list(cfg.ks),
+            threads=pipeline.profile.threads,
+        )
+        sd_prompts = [
+            p for fam in EVAL_FAMILIES for p in eval_prompts(fam, cfg.sd_prompts_per_family)
+        ]
         wall = core_ultra.benchmark(
             irs.path / f"target-{export.target_format}",
             irs.path / f"draft-{cfg.sd_draft_format}",
@@ -47,7 +55,11 @@ def benchmark_tables(
             k=cfg.sd_k,
             margin_model_dir=target.path,
         )
-        tables = {"offline": offline, "wallclock": wall["per_task"], "wallclock_overall": wall["overall"]}
+        tables = {
+            "offline": offline,
+            "wallclock": wall["per_task"],
+            "wallclock_overall": wall["overall"],
+        }
         write_json_atomic(out / "results.json", tables)
         (out / "results.md").write_text(render_benchmark(tables))
         return {"overall": wall["overall"], "rows_offline": len(offline)}
@@ -56,18 +68,41 @@ def benchmark_tables(
         "benchmark_tables",
         target.key,
         code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
-        config={**pipeline.profile.section("bench"), "device": core_ultra.device, "precision_hint": core_ultra.precision_hint},
-        inputs={"openvino_ir": irs.data_version, "aligned_draft": draft.data_version, "target_model": target.revision},
+        config={
+            **pipeline.profile.section("bench"),
+            "device": core_ultra.device,
+            "precision_hint": core_ultra.precision_hint,
+        },
+        inputs={
+            "openvino_ir": irs.data_version,
+            "aligned_draft": draft.data_version,
+            "target_model": target.revision,
+        },
         build=build,
     )
     tables = json.loads((art.path / "results.json").read_text())
     if not art.reused:
         common = {"target": target.name, "draft_version": draft.data_version}
-        append_rows(pipeline.db_path, "benchmark_offline", [{**common, **r} for r in tables["offline"]], context.run_id)
+        append_rows(
+            pipeline.db_path,
+            "benchmark_offline",
+            [{**common, **r} for r in tables["offline"]],
+            context.run_id,
+        )
         append_rows(
             pipeline.db_path,
             "benchmark_wallclock",
-            [{**common, "draft_precision": cfg.sd_draft_format, "target_precision": export.target_format, "device": core_ultra.device, "precision_hint": core_ultra.precision_hint, **r} for r in tables["wallclock"]],
+            [
+                {
+                    **common,
+                    "draft_precision": cfg.sd_draft_format,
+                    "target_precision": export.target_format,
+                    "device": core_ultra.device,
+                    "precision_hint": core_ultra.precision_hint,
+                    **r,
+                }
+                for r in tables["wallclock"]
+            ],
             context.run_id,
         )
     overall = tables["wallclock_overall"]

@@ -1,6 +1,5 @@
 """`openvino_ir`: the aligned draft and the target as OpenVINO IR, ready for openvino_genai."""
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -20,7 +19,9 @@ LOGIT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "int8": 5.0, "int4": 10.0}
     retry_policy=dg.RetryPolicy(max_retries=1),
     description="The aligned draft (each configured precision, NNCF weight compression for int8) and the target, exported with optimum-intel, each IR's logits compared with PyTorch.",
 )
-def openvino_ir(context: dg.AssetExecutionContext, pipeline: FastDraftPipeline) -> dg.MaterializeResult:
+def openvino_ir(
+    context: dg.AssetExecutionContext, pipeline: FastDraftPipeline
+) -> dg.MaterializeResult:
     target = pipeline.resolve_target()
     draft = pipeline.store.latest("aligned_draft", target.key)
     cfg = pipeline.profile.export
@@ -33,7 +34,15 @@ def openvino_ir(context: dg.AssetExecutionContext, pipeline: FastDraftPipeline) 
             context.log.info(f"exporting {name} from {src}")
             info = export_ir(src, out / name, fmt)
             check = check_ir_logits(src, out / name, None, LOGIT_TOLERANCE.get(fmt, 10.0))
-            rows.append({"ir": name, "weight_format": fmt, "mb": round(info["ir_bytes"] / 1e6, 1), "seconds": round(info["seconds"], 1), **{k: v for k, v in check.items() if not isinstance(v, (list, dict))}})
+            rows.append(
+                {
+                    "ir": name,
+                    "weight_format": fmt,
+                    "mb": round(info["ir_bytes"] / 1e6, 1),
+                    "seconds": round(info["seconds"], 1),
+                    **{k: v for k, v in check.items() if not isinstance(v, (list, dict))},
+                }
+            )
         return {"irs": rows}
 
     art = pipeline.store.build(

@@ -1,6 +1,5 @@
 """`target_model`: the observable source every draft is made for."""
 
-from __future__ import annotations
 
 import dagster as dg
 

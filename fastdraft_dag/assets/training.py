@@ -1,6 +1,5 @@
 """`pretrained_draft`: pre-training on text, then continued pre-training on code + text."""
 
-from __future__ import annotations
 
 import shutil
 
@@ -48,7 +47,13 @@ def pretrained_draft(
         shutil.rmtree(init_dir)
         shutil.rmtree(out / "_work", ignore_errors=True)
         metrics = {**sizes, **metrics}
-        write_model_card(out, "Pretrained FastDraft draft", target.name, metrics, {"tokenized_shards": shards.data_version})
+        write_model_card(
+            out,
+            "Pretrained FastDraft draft",
+            target.name,
+            metrics,
+            {"tokenized_shards": shards.data_version},
+        )
         return metrics
 
     art = pipeline.store.build(

@@ -1,0 +1,149 @@
+"""Export a Hugging Face causal LM to an OpenVINO IR directory that openvino_genai can load.
+
+Uses optimum-intel's Python API in-process (the CLI pays ~12 s of imports per call) and always
+writes the OpenVINO tokenizer/detokenizer IRs: ``openvino_genai.LLMPipeline`` refuses a
+directory without them. int8 is NNCF INT8_ASYM per-channel weight compression, as the FastDraft
+release uses; int4 is asymmetric group-wise (group 64 divides the hidden sizes of SmolLM2 and
+the tiny models; NNCF adjusts layers it does not divide).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
+INT4_GROUP_SIZE = 64
+
+
+def _quantization_config(weight_format: str) -> Any:
+    """optimum-intel weight-compression config for int8/int4; None for float formats."""
+    from optimum.intel import OVWeightQuantizationConfig
+
+    if weight_format == "int8":
+        return OVWeightQuantizationConfig(bits=8, sym=False)
+    if weight_format == "int4":
+        return OVWeightQuantizationConfig(
+            bits=4, sym=False, ratio=1.0, group_size=INT4_GROUP_SIZE, group_size_fallback="adjust"
+        )
+    return None
+
+
+def _export_model(model_dir: Path, out: Path, weight_format: str) -> None:
+    """Trace the model to IR, compress weights as asked, and save it under ``out``."""
+    from optimum.intel import OVModelForCausalLM
+
+    model = OVModelForCausalLM.from_pretrained(
+        model_dir,
+        export=True,
+        compile=False,
+        local_files_only=True,
+        quantization_config=_quantization_config(weight_format),
+    )
+    if weight_format == "fp16":
+        model.half()
+    model.save_pretrained(out)
+
+
+def _export_tokenizers(model_dir: Path, out: Path) -> None:
+    """Save the HF tokenizer files and convert them to OpenVINO tokenizer/detokenizer IRs."""
+    from optimum.exporters.openvino.convert import export_tokenizer
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.save_pretrained(out)
+    export_tokenizer(tokenizer, out, task="text-generation-with-past")
+    for name in ("openvino_tokenizer.xml", "openvino_detokenizer.xml"):
+        if not (out / name).is_file():
+            raise RuntimeError(f"tokenizer conversion did not write {name} for {model_dir}")
+
+
+def export_ir(model_dir: Path, out_dir: Path, weight_format: str) -> dict:
+    """Export ``model_dir`` to an OpenVINO IR directory at ``out_dir`` in ``weight_format``.
+
+    Writes to a sibling temp dir and renames, so a failed export never leaves a half IR that a
+    later run would mistake for a finished one. Returns what the asset records as metadata.
+    """
+    if weight_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weight_format must be one of {WEIGHT_FORMATS}, got {weight_format!r}")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    start = time.perf_counter()
+    try:
+        _export_model(model_dir, tmp, weight_format)
+        _export_tokenizers(model_dir, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - start
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out_dir)
+    files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
+    ir_files = ("openvino_model.xml", "openvino_model.bin")
+    ir_bytes = sum((out_dir / f).stat().st_size for f in ir_files)
+    return {
+        "weight_format": weight_format,
+        "files": files,
+        "ir_bytes": ir_bytes,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _ir_last_logits(ir_dir: Path, prompt_ids: list[int]) -> Any:
+    """Last-position logits of the IR, compiled with the f32 hint so precision is the weights'."""
+    import numpy as np
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        str(Path(ir_dir) / "openvino_model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    ids = np.asarray([prompt_ids], dtype=np.int64)
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None, :],
+        "beam_idx": np.zeros(1, dtype=np.int32),
+    }
+    names = {n for port in compiled.inputs for n in port.get_names()}
+    request = compiled.create_infer_request()
+    result = request.infer({k: v for k, v in inputs.items() if k in names})
+    return np.asarray(result[compiled.output("logits")])[0, -1]
+
+
+def _torch_last_logits(model_dir: Path, prompt_ids: list[int]) -> Any:
+    """Last-position fp32 logits of the PyTorch model: the reference the IR must match."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids])).logits
+    return logits[0, -1].numpy()
+
+
+def check_ir_logits(model_dir: Path, ir_dir: Path, prompt_ids: list[int], tolerance: float) -> dict:
+    """Compare last-position logits of the IR and PyTorch: catches a broken or mis-quantized export.
+
+    Returns max abs difference, argmax agreement and ``ok`` (diff within tolerance and argmax
+    equal). fp32 IRs should agree to ~1e-4; fp16/int8 weights need looser tolerances.
+    """
+    import numpy as np
+
+    ir = _ir_last_logits(ir_dir, prompt_ids)
+    ref = _torch_last_logits(model_dir, prompt_ids)
+    max_abs = float(np.abs(ir - ref).max())
+    same_argmax = int(ir.argmax()) == int(ref.argmax())
+    return {
+        "max_abs_diff": max_abs,
+        "argmax_ir": int(ir.argmax()),
+        "argmax_torch": int(ref.argmax()),
+        "argmax_agree": same_argmax,
+        "tolerance": tolerance,
+        "ok": bool(max_abs <= tolerance and same_argmax),
+    }

@@ -1,0 +1,68 @@
+"""Trainer entry point: `python -m fastdraft_dag.training.run --spec SPEC.json`.
+
+Launched by Dagster Pipes (the HPU training resource), it sends log lines and stage summaries
+back to the run through `dagster_pipes`; launched by hand, it prints them. Either way it exits
+non-zero with the error on stderr, so a failed training fails the materialization. Absolute
+imports only: multi-device launchers (gaudi_spawn, torchrun) run this file as a script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fastdraft_dag.training.loop import train
+
+
+def _print_log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _print_report(payload: dict[str, Any]) -> None:
+    print("report " + json.dumps(payload, default=str), flush=True)
+
+
+def _in_pipes() -> bool:
+    """True when a Pipes client launched us (it sets DAGSTER_PIPES_* variables)."""
+    try:
+        from dagster_pipes import PipesEnvVarParamsLoader
+    except ImportError:  # a trainer environment without dagster-pipes still trains
+        return False
+    return PipesEnvVarParamsLoader().is_dagster_pipes_process()
+
+
+def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train under Pipes when launched by it, otherwise with stdout logging."""
+    if not _in_pipes():
+        return train(spec, _print_log, _print_report)
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+
+        def report(payload: dict[str, Any]) -> None:
+            pipes.report_custom_message(json.loads(json.dumps(payload, default=str)))
+
+        return train(spec, pipes.log.info, report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train a FastDraft draft model from a JSON spec.")
+    parser.add_argument("--spec", required=True, type=Path, help="path to the training spec JSON")
+    args = parser.parse_args(argv)
+    try:
+        metrics = run_spec(json.loads(args.spec.read_text()))
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        print(f"training failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    _print_log(f"done: val_loss {metrics['val_loss']}, {metrics['tokens_per_s']:.0f} tok/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Draft config derivation: the target's vocabulary and RoPE carried over, bad shapes refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fastdraft_dag.draft_config import DraftConfigError, DraftSize, derive_draft_config, init_draft
+
+SMALL = DraftSize(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
+
+
+def write_small_target(root: Path, vocab_size: int = 512, tokenizer_words: int = 512) -> Path:
+    """A target dir with a word-level tokenizer: enough for config derivation, no model needed."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    root.mkdir(parents=True, exist_ok=True)
+    words = ["<unk>", "<s>", "</s>", *[f"w{i}" for i in range(3, tokenizer_words)]]
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = Whitespace()
+    tok.save(str(root / "tokenizer.json"))
+    tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>",
+                  "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>"}  # fmt: skip
+    (root / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    (root / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
+    config = {"model_type": "llama", "vocab_size": vocab_size, "bos_token_id": 1,
+              "eos_token_id": 2, "pad_token_id": 2, "unk_token_id": 0, "rms_norm_eps": 1e-6,
+              "max_position_embeddings": 8192,
+              "rope_parameters": {"rope_theta": 50000.0, "rope_type": "default"}}  # fmt: skip
+    (root / "config.json").write_text(json.dumps(config))
+    return root
+
+
+def test_derive_from_real_target(target_dir: Path) -> None:
+    config = derive_draft_config(target_dir, SMALL)
+    assert config.vocab_size == 49152
+    assert config.rope_parameters["rope_theta"] == 100000.0
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (1, 2, 2)
+    assert config.unk_token_id == 0
+    assert config.tie_word_embeddings
+    assert config.max_position_embeddings == 2048  # min(8192, 2048)
+    assert config.head_dim == 16
+
+
+def test_derive_copies_target_settings(tmp_path: Path) -> None:
+    target = write_small_target(tmp_path / "t")
+    config = derive_draft_config(target, DraftSize(64, 2, 4, 2, 128, max_position_embeddings=256))
+    assert config.vocab_size == 512
+    assert config.rope_parameters == {"rope_theta": 50000.0, "rope_type": "default"}
+    assert config.rms_norm_eps == 1e-6
+    assert config.max_position_embeddings == 256
+
+
+@pytest.mark.parametrize(
+    ("size", "named"),
+    [
+        (DraftSize(100, 2, 3, 1, 128), "hidden_size=100 is not divisible by num_heads=3"),
+        (DraftSize(64, 2, 4, 3, 128), "num_kv_heads=3"),
+        (DraftSize(36, 2, 4, 2, 128), "head_dim=9"),
+        (DraftSize(64, 0, 4, 2, 128), "num_layers=0"),
+        (DraftSize(-64, 2, 4, 2, 128), "hidden_size=-64"),
+        (DraftSize(64, 2, 4, 2, 0), "intermediate_size=0"),
+        (DraftSize(64, 2, 4, 2, 128, max_position_embeddings=0), "max_position_embeddings=0"),
+    ],
+)
+def test_invalid_sizes_named_before_reading_target(size: DraftSize, named: str) -> None:
+    # The target dir does not exist: the size is refused before anything is read or built.
+    with pytest.raises(DraftConfigError, match=named.replace("(", r"\(")):
+        derive_draft_config(Path("/nonexistent-target"), size)
+
+
+def test_tokenizer_larger_than_vocab_refused(tmp_path: Path) -> None:
+    target = write_small_target(tmp_path / "t", vocab_size=512, tokenizer_words=600)
+    with pytest.raises(DraftConfigError, match="600 tokens but vocab_size=512"):
+        derive_draft_config(target, SMALL)
+
+
+def test_init_draft_writes_hf_layout_with_target_tokenizer(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = write_small_target(tmp_path / "t")
+    counts = init_draft(target, SMALL, tmp_path / "draft", seed=1)
+    out = tmp_path / "draft"
+    assert (out / "model.safetensors").is_file()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (out / name).read_bytes() == (target / name).read_bytes()
+    assert counts["parameters"] - counts["non_embedding_parameters"] == 512 * 64
+    assert json.loads((out / "config.json").read_text())["rope_theta"] == 50000.0  # for 4.x
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.rope_parameters["rope_theta"] == 50000.0
+    assert sum(p.numel() for p in model.parameters()) == counts["parameters"]
+    assert AutoTokenizer.from_pretrained(out)("w5 w7").input_ids == [5, 7]

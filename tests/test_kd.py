@@ -1,0 +1,141 @@
+"""KD generation (resume, finish flags, drops) and SFT arrays (loss mask = response + eos)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastdraft_dag import kd
+
+PROMPTS = [
+    {"id": f"p{i}", "task": "instructions", "prompt": text, "chat": True}
+    for i, text in enumerate(
+        [
+            "Write a haiku about autumn leaves.",
+            "What is the capital of France?",
+            "Explain recursion to a child.",
+            "List three uses of a paperclip.",
+        ]
+    )
+] + [
+    {"id": "c0", "task": "code", "prompt": "def add(a, b):\n    return", "chat": False},
+    {"id": "c1", "task": "code", "prompt": "import os\n\ndef list_files(path):\n", "chat": False},
+]
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_generate_resume_and_stable_ids(tiny_target_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kd.jsonl"
+    args = {"max_new_tokens": 6, "batch_size": 3, "temperature": 1.0, "seed": 3, "progress": False}
+    first = kd.generate_responses(tiny_target_dir, PROMPTS[:4], out, **args)
+    assert first["rows"] + sum(first["drops"].values()) == 4 and first["rows"] >= 2
+    before = _lines(out)
+    assert {r["id"] for r in before} <= {f"p{i}/t1.0/s3" for i in range(4)}
+    assert first["template"] == "chat"
+
+    second = kd.generate_responses(tiny_target_dir, PROMPTS, out, **args)
+    after = _lines(out)
+    assert after[: len(before)] == before  # old rows untouched, not regenerated
+    assert second["skipped_existing"] == len(before)
+    assert len({r["id"] for r in after}) == len(after)
+    assert second["rows_in_file"] == len(after)
+    for r in after:
+        assert r["finish"] in ("eos", "length")
+        assert r["response"].strip() and r["response_tokens"] <= 6
+        assert r["prompt_tokens"] > 0 and r["id"] == f"{r['prompt_id']}/t1.0/s3"
+
+
+def test_finish_flags_and_empty_drops(
+    tiny_target_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scripted generations: eos mid-way, no eos (length), eos at once (empty, dropped)."""
+    ok = [28120, 905, 2, 0, 0]  # "hello world" <|im_end|> then padding
+    scripted = [ok, [28120] * 5, [2, 0, 0, 0, 0]]
+
+    def fake(model, seqs, config, pad_id):
+        return scripted[: len(seqs)]
+
+    monkeypatch.setattr(kd, "_generate_batch", fake)
+    out = tmp_path / "kd.jsonl"
+    stats = kd.generate_responses(
+        tiny_target_dir, PROMPTS[:3], out, max_new_tokens=5, batch_size=3, progress=False
+    )
+    rows = _lines(out)
+    assert sorted(r["finish"] for r in rows) == ["eos", "length"]
+    assert stats["drops"] == {"empty_response": 1}
+    assert stats["finish"] == {"eos": 1, "length": 1}
+    by_finish = {r["finish"]: r for r in rows}
+    assert by_finish["eos"]["response_tokens"] == 2 and by_finish["length"]["response_tokens"] == 5
+
+
+def test_torn_last_line_is_repaired(tmp_path: Path) -> None:
+    out = tmp_path / "kd.jsonl"
+    good = {"id": "p0/t0.0/s0", "response": "x"}
+    out.write_text(json.dumps(good) + "\n" + '{"id": "p1/t0.0/s0", "resp')
+    assert kd._existing_ids(out) == {"p0/t0.0/s0"}
+    assert _lines(out) == [good]
+
+
+def _kd_row(rid: str, prompt: str, response: str, finish: str = "eos", chat: bool = True) -> dict:
+    return {
+        "id": rid,
+        "prompt_id": rid,
+        "task": "instructions",
+        "prompt": prompt,
+        "chat": chat,
+        "response": response,
+        "finish": finish,
+    }
+
+
+def test_sft_labels_mask_exactly_the_prompt(tiny_target_dir: Path, tokenizer) -> None:
+    rows = [
+        _kd_row(f"r{i}", f"Question number {i}?", f"Answer {i}: forty two.") for i in range(20)
+    ] + [_kd_row("raw", "def f(x):", "    return x", chat=False)]
+    arrays, stats = kd.build_sft_arrays(rows, tiny_target_dir, max_len=96, val_fraction=0.25)
+    eos = kd.end_of_turn_ids(tiny_target_dir, tokenizer)[0]
+    assert stats["train"] + stats["val"] == 21 and stats["val"] > 0
+    assert arrays["train_input_ids"].dtype == np.int32 and arrays["val_labels"].dtype == np.int64
+    assert arrays["train_attention_mask"].dtype == np.int8
+    by_id = {r["id"]: r for r in rows}
+    train_ids = [r["id"] for r in rows if not kd.is_val(r["id"], 0.25, 0)]
+    for i, rid in enumerate(train_ids):
+        ids, labels = arrays["train_input_ids"][i], arrays["train_labels"][i]
+        mask = arrays["train_attention_mask"][i]
+        prompt = kd.encode_prompt(tokenizer, by_id[rid])
+        response = tokenizer(by_id[rid]["response"], add_special_tokens=False)["input_ids"]
+        learned = labels[labels != kd.IGNORE].tolist()
+        assert learned == [*response, eos]
+        assert (labels[: len(prompt)] == kd.IGNORE).all()
+        assert ids[: len(prompt)].tolist() == prompt
+        assert int(mask.sum()) == len(prompt) + len(response) + 1
+        assert tokenizer.decode(learned[:-1]) == tokenizer.decode(response)
+
+
+def test_sft_truncation_and_unfinished(tiny_target_dir: Path) -> None:
+    rows = [
+        _kd_row("long", "Hi", "word " * 200),
+        _kd_row("cut", "Hi", "unfinished answer", finish="length"),
+        _kd_row("huge-prompt", "x " * 500, "ok"),
+    ]
+    arrays, stats = kd.build_sft_arrays(rows, tiny_target_dir, max_len=64, val_fraction=0.0)
+    assert stats["truncated_to_max_len"] == 1 and stats["dropped_unfinished"] == 1
+    assert stats["dropped_prompt_too_long"] == 1 and stats["train"] == 1
+    assert arrays["train_input_ids"].shape == (1, 64) and arrays["val_input_ids"].shape == (0, 64)
+    kept, _ = kd.build_sft_arrays(rows[1:2], tiny_target_dir, 64, 0.0, drop_truncated=False)
+    assert kept["train_labels"].shape == (1, 64)
+
+
+def test_save_sft_npz_atomic(tmp_path: Path) -> None:
+    arrays = {"train_input_ids": np.arange(6, dtype=np.int32).reshape(2, 3)}
+    path = tmp_path / "sft.npz"
+    kd.save_sft_npz(arrays, path)
+    assert list(tmp_path.iterdir()) == [path]
+    with np.load(path) as z:
+        assert (z["train_input_ids"] == arrays["train_input_ids"]).all()
