@@ -87,6 +87,7 @@ class AlignConfig:
     stage: StageConfig
     max_len: int = 512
     val_fraction: float = 0.05
+    drop_truncated: bool = True  # an answer cut at max_new_tokens teaches nothing about stopping
 
 
 @dataclass(frozen=True)
@@ -191,13 +192,15 @@ TINY = Profile(
         ),
         dtype="fp32",
     ),
-    kd=KDConfig(n_instruction=4, n_code=4, max_new_tokens=16, batch_size=4, dtype="fp32"),
+    # The random tiny target answers greedy prompts with whitespace only: sample instead.
+    kd=KDConfig(n_instruction=4, n_code=4, max_new_tokens=16, batch_size=4, temperature=1.0, dtype="fp32"),
     align=AlignConfig(
         StageConfig(
             "align", steps=6, batch_size=2, lr=1e-3, warmup_steps=1, eval_every=3, eval_batches=1
         ),
         max_len=256,
         val_fraction=0.25,
+        drop_truncated=False,  # the random tiny target never emits EOS
     ),
     export=ExportConfig(draft_formats=("fp16", "int8"), target_format="fp16"),
     bench=BenchConfig(

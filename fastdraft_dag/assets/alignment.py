@@ -50,6 +50,11 @@ def synthetic_kd_dataset(
             dtype=cfg.dtype,
         )
         rows = _read_rows(out / "kd.jsonl")
+        if not rows:
+            raise RuntimeError(
+                f"synthetic_kd_dataset: the target {target.name} produced no usable rows from "
+                f"{len(prompts)} prompts (drops: {stats.get('drops')})"
+            )
         tasks = Counter(r["task"] for r in rows)
         return {**stats, "prompts": len(prompts), "by_task": dict(tasks)}
 
@@ -128,7 +133,11 @@ def aligned_draft(
 
     def build(out):
         arrays, data_stats = build_sft_arrays(
-            _read_rows(kd.path / "kd.jsonl"), pretrained.path, cfg.max_len, cfg.val_fraction
+            _read_rows(kd.path / "kd.jsonl"),
+            pretrained.path,
+            cfg.max_len,
+            cfg.val_fraction,
+            drop_truncated=cfg.drop_truncated,
         )
         npz = out / "_work" / "sft.npz"
         npz.parent.mkdir(parents=True, exist_ok=True)

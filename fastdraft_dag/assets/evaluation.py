@@ -46,7 +46,7 @@ def benchmark_tables(
         sd_prompts = [
             p for fam in EVAL_FAMILIES for p in eval_prompts(fam, cfg.sd_prompts_per_family)
         ]
-        wall = core_ultra.benchmark(
+        wall = core_ultra.benchmark_sd(
             irs.path / f"target-{export.target_format}",
             irs.path / f"draft-{cfg.sd_draft_format}",
             sd_prompts,

@@ -2,12 +2,14 @@
 
 
 import dagster as dg
+from transformers import AutoTokenizer
 
 from fastdraft_dag.report import md_table
 from fastdraft_dag.assets.common import result
 from fastdraft_dag.openvino_export import check_ir_logits, export_ir
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 
+IR_PROBE = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
 LOGIT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "int8": 5.0, "int4": 10.0}
 
 
@@ -27,13 +29,15 @@ def openvino_ir(
     cfg = pipeline.profile.export
 
     def build(out):
+        tok = AutoTokenizer.from_pretrained(target.path)
+        probe = tok(IR_PROBE, add_special_tokens=False)["input_ids"]
         jobs = [(f"draft-{f}", draft.path, f) for f in cfg.draft_formats]
         jobs.append((f"target-{cfg.target_format}", target.path, cfg.target_format))
         rows = []
         for name, src, fmt in jobs:
             context.log.info(f"exporting {name} from {src}")
             info = export_ir(src, out / name, fmt)
-            check = check_ir_logits(src, out / name, None, LOGIT_TOLERANCE.get(fmt, 10.0))
+            check = check_ir_logits(src, out / name, probe, LOGIT_TOLERANCE.get(fmt, 10.0))
             rows.append(
                 {
                     "ir": name,
