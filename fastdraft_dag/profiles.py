@@ -193,7 +193,9 @@ TINY = Profile(
         dtype="fp32",
     ),
     # The random tiny target answers greedy prompts with whitespace only: sample instead.
-    kd=KDConfig(n_instruction=4, n_code=4, max_new_tokens=16, batch_size=4, temperature=1.0, dtype="fp32"),
+    kd=KDConfig(
+        n_instruction=4, n_code=4, max_new_tokens=16, batch_size=4, temperature=1.0, dtype="fp32"
+    ),
     align=AlignConfig(
         StageConfig(
             "align", steps=6, batch_size=2, lr=1e-3, warmup_steps=1, eval_every=3, eval_batches=1

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastdraft_dag.offline_eval import load_fp32_model, prompt_ids
 
-MAX_DIVERGENCES = 3
+MAX_DIVERGENCES = 64  # one target forward pass each: cheap next to the benchmark itself
 
 
 def pipeline_properties(precision_hint: str, threads: int | None) -> dict[str, Any]:
@@ -183,5 +183,10 @@ def benchmark_sd(
     ]
     overall = _summarize("all", plain, sd, meta)
     overall["divergences"] = _divergences(inputs, plain, sd, margin_model_dir)
+    for row in [*per_task, overall]:
+        mine = set(range(len(prompts))) if row["task"] == "all" else set(by_task[row["task"]])
+        first = next((d for d in overall["divergences"] if d["prompt_index"] in mine), None)
+        row["first_divergence"] = first["position"] if first else None
+        row["divergence_margin"] = first["top2_margin"] if first else None
     overall["samples"] = [tokenizer.decode(s["tokens"]) for s in sd[:2]]
     return {"per_task": per_task, "overall": overall}

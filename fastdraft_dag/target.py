@@ -94,8 +94,17 @@ def _gguf_tokenizer_meta(gguf: Path) -> dict[str, object]:
     from gguf import GGUFReader
 
     fields = GGUFReader(str(gguf)).fields
-    keys = ("bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id", "add_bos_token", "pre")
-    return {k: fields[f"tokenizer.ggml.{k}"].contents() for k in keys if f"tokenizer.ggml.{k}" in fields}
+    keys = (
+        "bos_token_id",
+        "eos_token_id",
+        "unknown_token_id",
+        "padding_token_id",
+        "add_bos_token",
+        "pre",
+    )
+    return {
+        k: fields[f"tokenizer.ggml.{k}"].contents() for k in keys if f"tokenizer.ggml.{k}" in fields
+    }
 
 
 def repair_gguf_tokenizer(model_dir: Path, gguf: Path, vocab_size: int) -> None:
@@ -110,17 +119,32 @@ def repair_gguf_tokenizer(model_dir: Path, gguf: Path, vocab_size: int) -> None:
     tj_path, cfg_path = model_dir / "tokenizer.json", model_dir / "tokenizer_config.json"
     tj = json.loads(tj_path.read_text())
     tj["added_tokens"] = [t for t in tj["added_tokens"] if t["id"] < vocab_size]
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": True}
+    byte_level = {
+        "type": "ByteLevel",
+        "add_prefix_space": False,
+        "trim_offsets": False,
+        "use_regex": True,
+    }
     tj["post_processor"] = byte_level
     tj["decoder"] = {**byte_level, "add_prefix_space": True, "trim_offsets": True}
     if meta.get("pre") == "smollm":
         tj["pre_tokenizer"] = {
             "type": "Sequence",
-            "pretokenizers": [{"type": "Digits", "individual_digits": True}, {**byte_level, "trim_offsets": True}],
+            "pretokenizers": [
+                {"type": "Digits", "individual_digits": True},
+                {**byte_level, "trim_offsets": True},
+            ],
         }
     vocab = {t["id"]: t["content"] for t in tj["added_tokens"]}
     cfg = json.loads(cfg_path.read_text())
-    for key in ("eot_token", "fill_token", "middle_token", "prefix_token", "suffix_token", "extra_special_tokens"):
+    for key in (
+        "eot_token",
+        "fill_token",
+        "middle_token",
+        "prefix_token",
+        "suffix_token",
+        "extra_special_tokens",
+    ):
         cfg.pop(key, None)
     cfg.update(
         tokenizer_class="PreTrainedTokenizerFast",

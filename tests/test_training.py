@@ -170,6 +170,16 @@ def test_lr_schedule_warmup_then_cosine_to_min() -> None:
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
 
 
+def test_bf16_only_where_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    logged: list[str] = []
+    monkeypatch.setattr(loop, "bf16_native", lambda backend: False)
+    assert loop.use_bf16("cpu", "bf16", logged.append) is False
+    assert "no native bf16" in logged[0]
+    monkeypatch.setattr(loop, "bf16_native", lambda backend: True)
+    assert loop.use_bf16("cpu", "bf16", logged.append) is True
+    assert loop.use_bf16("cpu", "fp32", logged.append) is False
+
+
 def test_unknown_stage_key_refused() -> None:
     with pytest.raises(loop.TrainingError, match="warmup"):
         loop.Stage.from_dict({"name": "s", "data": {}, "warmup": 20})
@@ -214,6 +224,7 @@ def test_tiny_three_stage_run_via_entry_point(workspace: dict[str, Path], tmp_pa
     assert continued["val_loss"] < np.log(VOCAB)
     assert align["val_loss"] is not None and align["tokens"] > 0
     assert metrics["tokens_per_s"] > 0 and metrics["parameters"] > 0
+    assert metrics["bf16_autocast"] is False  # fp32 requested
     rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in rows} == {"pretrain", "continued", "align"}
     assert all(

@@ -1,20 +1,19 @@
 """Alignment: the target answers KD prompts (`synthetic_kd_dataset`), the draft learns them (`aligned_draft`)."""
 
-
 import json
 import shutil
 from collections import Counter
 
 import dagster as dg
 
-from fastdraft_dag.report import md_table
 from fastdraft_dag.assets.common import result, tokenizer_check, tokenizer_check_spec
 from fastdraft_dag.kd import build_sft_arrays, generate_responses, save_sft_npz
 from fastdraft_dag.model_card import write_model_card
 from fastdraft_dag.prompts import kd_prompts
+from fastdraft_dag.report import md_table
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.storage.tables import append_rows
+from fastdraft_dag.storage.tables import record_rows
 
 
 def _read_rows(path) -> list[dict]:
@@ -68,26 +67,23 @@ def synthetic_kd_dataset(
         resumable=True,
     )
     rows = _read_rows(art.path / "kd.jsonl")
-    if not art.reused:
-        per_task = Counter()
-        for r in rows:
-            per_task[r["task"]] += 1
-        append_rows(
-            pipeline.db_path,
-            "kd_datasets",
-            [
-                {
-                    "target": target.name,
-                    "artifact_version": art.manifest["version"],
-                    "task": task,
-                    "rows": n,
-                    "prompt_tokens": sum(r["prompt_tokens"] for r in rows if r["task"] == task),
-                    "response_tokens": sum(r["response_tokens"] for r in rows if r["task"] == task),
-                }
-                for task, n in per_task.items()
-            ],
-            context.run_id,
-        )
+    per_task = Counter(r["task"] for r in rows)
+    record_rows(
+        pipeline.db_path,
+        "kd_datasets",
+        art.manifest["version"],
+        [
+            {
+                "target": target.name,
+                "task": task,
+                "rows": n,
+                "prompt_tokens": sum(r["prompt_tokens"] for r in rows if r["task"] == task),
+                "response_tokens": sum(r["response_tokens"] for r in rows if r["task"] == task),
+            }
+            for task, n in per_task.items()
+        ],
+        context.run_id,
+    )
     sample = [
         {
             "id": r["id"],

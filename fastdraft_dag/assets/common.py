@@ -11,7 +11,6 @@ from typing import Any
 
 import dagster as dg
 
-from fastdraft_dag.report import md_table
 from fastdraft_dag.storage.artifacts import Artifact
 from fastdraft_dag.tokenizer_identity import tokenizer_differences
 

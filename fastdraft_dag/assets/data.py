@@ -1,19 +1,18 @@
 """Data assets: `filtered_corpora` (target-independent) and `tokenized_shards` (per target)."""
 
-
 import itertools
 import json
 
 import dagster as dg
 
-from fastdraft_dag.report import md_table
 from fastdraft_dag.assets.common import result, tokenizer_check, tokenizer_check_spec
 from fastdraft_dag.filters import filter_and_dedup
 from fastdraft_dag.packing import tokenize_and_pack
+from fastdraft_dag.report import md_table
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.shards import ShardChecksumError, verify_shards
 from fastdraft_dag.sources import iter_source
-from fastdraft_dag.storage.tables import append_rows
+from fastdraft_dag.storage.tables import record_rows
 
 SHARED = "shared"
 
@@ -51,20 +50,13 @@ def filtered_corpora(
         build=build,
     )
     stats = art.metrics["sources"]
-    if not art.reused:
-        append_rows(
-            pipeline.db_path,
-            "corpus_stats",
-            [
-                {
-                    **s,
-                    "artifact_version": art.manifest["version"],
-                    "dropped": json.dumps(s["dropped"]),
-                }
-                for s in stats
-            ],
-            context.run_id,
-        )
+    record_rows(
+        pipeline.db_path,
+        "corpus_stats",
+        art.manifest["version"],
+        [{**s, "dropped": json.dumps(s["dropped"])} for s in stats],
+        context.run_id,
+    )
     rows = [
         {k: v for k, v in s.items() if k != "dropped"} | {"dropped": sum(s["dropped"].values())}
         for s in stats

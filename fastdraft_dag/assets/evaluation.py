@@ -1,18 +1,17 @@
 """`benchmark_tables`: acceptance, tau and MBSU from logits, and wall-clock speculative decoding."""
 
-
 import json
 
 import dagster as dg
 
 from fastdraft_dag.assets.common import result
 from fastdraft_dag.offline_eval import evaluate_offline
-from fastdraft_dag.report import render_benchmark
 from fastdraft_dag.prompts import EVAL_FAMILIES, eval_prompts
+from fastdraft_dag.report import render_benchmark
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.artifacts import write_json_atomic
-from fastdraft_dag.storage.tables import append_rows
+from fastdraft_dag.storage.tables import record_rows
 
 
 @dg.asset(
@@ -57,7 +56,7 @@ def benchmark_tables(
         )
         tables = {
             "offline": offline,
-            "wallclock": wall["per_task"],
+            "wallclock": [*wall["per_task"], wall["overall"]],
             "wallclock_overall": wall["overall"],
         }
         write_json_atomic(out / "results.json", tables)
@@ -81,30 +80,13 @@ def benchmark_tables(
         build=build,
     )
     tables = json.loads((art.path / "results.json").read_text())
-    if not art.reused:
-        common = {"target": target.name, "draft_version": draft.data_version}
-        append_rows(
-            pipeline.db_path,
-            "benchmark_offline",
-            [{**common, **r} for r in tables["offline"]],
-            context.run_id,
-        )
-        append_rows(
-            pipeline.db_path,
-            "benchmark_wallclock",
-            [
-                {
-                    **common,
-                    "draft_precision": cfg.sd_draft_format,
-                    "target_precision": export.target_format,
-                    "device": core_ultra.device,
-                    "precision_hint": core_ultra.precision_hint,
-                    **r,
-                }
-                for r in tables["wallclock"]
-            ],
-            context.run_id,
-        )
+    version = art.manifest["version"]
+    common = {"target": target.name, "draft_version": draft.data_version}
+    offline_rows = [{**common, **r} for r in tables["offline"]]
+    record_rows(pipeline.db_path, "benchmark_offline", version, offline_rows, context.run_id)
+    precisions = {"draft_precision": cfg.sd_draft_format, "target_precision": export.target_format}
+    wall_rows = [{**common, **precisions, **r} for r in tables["wallclock"]]
+    record_rows(pipeline.db_path, "benchmark_wallclock", version, wall_rows, context.run_id)
     overall = tables["wallclock_overall"]
     return result(
         context,
@@ -112,6 +94,6 @@ def benchmark_tables(
         {
             "summary": dg.MetadataValue.md(render_benchmark(tables)),
             "speedup": overall.get("speedup"),
-            "identical_fraction": overall.get("identical_fraction"),
+            "agreement": overall.get("agreement"),
         },
     )

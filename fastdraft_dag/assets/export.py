@@ -1,15 +1,14 @@
 """`openvino_ir`: the aligned draft and the target as OpenVINO IR, ready for openvino_genai."""
 
-
 import dagster as dg
 from transformers import AutoTokenizer
 
-from fastdraft_dag.report import md_table
 from fastdraft_dag.assets.common import result
 from fastdraft_dag.openvino_export import check_ir_logits, export_ir
+from fastdraft_dag.report import md_table
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 
-IR_PROBE = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
+IR_PROBE = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
 LOGIT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "int8": 5.0, "int4": 10.0}
 
 

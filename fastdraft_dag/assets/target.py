@@ -1,6 +1,5 @@
 """`target_model`: the observable source every draft is made for."""
 
-
 import dagster as dg
 
 from fastdraft_dag.resources.pipeline import FastDraftPipeline

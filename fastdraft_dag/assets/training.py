@@ -1,6 +1,5 @@
 """`pretrained_draft`: pre-training on text, then continued pre-training on code + text."""
 
-
 import shutil
 
 import dagster as dg

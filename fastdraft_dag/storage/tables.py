@@ -22,15 +22,15 @@ SCHEMA = {
         run_id VARCHAR, created_at TIMESTAMP, target VARCHAR, artifact_version VARCHAR,
         task VARCHAR, rows BIGINT, prompt_tokens BIGINT, response_tokens BIGINT""",
     "benchmark_offline": """
-        run_id VARCHAR, created_at TIMESTAMP, target VARCHAR, draft_version VARCHAR, task VARCHAR,
-        k INTEGER, alpha_greedy DOUBLE, alpha_sampled DOUBLE, tau_iid DOUBLE, tau_sim DOUBLE,
-        mbsu DOUBLE, n_prompts INTEGER, n_tokens INTEGER""",
+        run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, target VARCHAR,
+        draft_version VARCHAR, task VARCHAR, k INTEGER, alpha_greedy DOUBLE, alpha_sampled DOUBLE, tau_iid DOUBLE, tau_sim DOUBLE,
+        mbsu DOUBLE, r DOUBLE, n_prompts INTEGER, n_tokens INTEGER""",
     "benchmark_wallclock": """
-        run_id VARCHAR, created_at TIMESTAMP, target VARCHAR, draft_version VARCHAR,
-        draft_precision VARCHAR, target_precision VARCHAR, device VARCHAR, precision_hint VARCHAR,
-        task VARCHAR, k INTEGER, plain_tokens_per_s DOUBLE, sd_tokens_per_s DOUBLE, speedup DOUBLE,
-        accepted_per_step DOUBLE, identical_fraction DOUBLE, first_divergence INTEGER,
-        divergence_margin DOUBLE, n_prompts INTEGER""",
+        run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, target VARCHAR,
+        draft_version VARCHAR, draft_precision VARCHAR, target_precision VARCHAR, device VARCHAR, precision_hint VARCHAR,
+        task VARCHAR, k INTEGER, max_new_tokens INTEGER, plain_tok_s DOUBLE, sd_tok_s DOUBLE,
+        speedup DOUBLE, tau_measured DOUBLE, accepted_draft_tokens BIGINT, target_passes BIGINT,
+        agreement DOUBLE, first_divergence INTEGER, divergence_margin DOUBLE, n_prompts INTEGER""",
 }
 
 
@@ -39,26 +39,44 @@ def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(db_path))
     for table, columns in SCHEMA.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        # Additive migration: a newer schema adds columns, history from older runs stays.
+        for column in _columns(table):
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}")
     return con
 
 
-def append_rows(db_path: Path, table: str, rows: Sequence[dict[str, Any]], run_id: str) -> int:
-    """Insert rows (dicts keyed by column name; missing columns are NULL) in one transaction.
+def _columns(table: str) -> list[str]:
+    return [c.strip() for c in SCHEMA[table].replace("\n", " ").split(",")]
 
-    Every row is stamped with the run that wrote it and the time, so tables keep history.
+
+def record_rows(
+    db_path: Path, table: str, artifact_version: str, rows: Sequence[dict[str, Any]], run_id: str
+) -> int:
+    """Insert an artifact's rows once, in one transaction; a no-op if they are already there.
+
+    Called on every materialization, built or reused: a run that failed after building its
+    artifact but before writing its rows gets them written by the next run, and a rerun never
+    duplicates them. Rows are stamped with the run that wrote them and the time, for history.
     """
     if table not in SCHEMA:
         raise ValueError(f"table {table!r}: unknown (known: {', '.join(SCHEMA)})")
-    if not rows:
-        return 0
+    columns = [c.split()[0] for c in _columns(table)]
+    stamp = {
+        "run_id": run_id,
+        "created_at": datetime.datetime.now(),
+        "artifact_version": artifact_version,
+    }
     con = connect(db_path)
     try:
-        columns = [c.split()[0] for c in SCHEMA[table].replace("\n", " ").split(",")]
-        placeholders = ", ".join("?" for _ in columns)
-        stamp = {"run_id": run_id, "created_at": datetime.datetime.now()}
         con.execute("BEGIN")
+        present = con.execute(
+            f"SELECT count(*) FROM {table} WHERE artifact_version = ?", [artifact_version]
+        ).fetchone()[0]
+        if present or not rows:
+            con.execute("ROLLBACK")
+            return 0
         con.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})",
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
             [[{**row, **stamp}.get(c) for c in columns] for row in rows],
         )
         con.execute("COMMIT")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from fastdraft_dag.draft_config import copy_tokenizer_files
 from fastdraft_dag.shards import load_split, read_index
-from fastdraft_dag.training.backends import device_for, resolve_backend, step_marker
+from fastdraft_dag.training.backends import bf16_native, device_for, resolve_backend, step_marker
 
 Log = Callable[[str], None]
 Report = Callable[[dict], None]
@@ -223,8 +223,18 @@ def make_optimizer(model: torch.nn.Module, stage: Stage) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.95))
 
 
-def _autocast(backend: str, dtype: str) -> contextlib.AbstractContextManager:
-    if dtype == "bf16" and torch.amp.is_autocast_available(backend):
+def use_bf16(backend: str, dtype: str, log: Log) -> bool:
+    """bf16 autocast only where the hardware has it; emulated bf16 is slower than fp32."""
+    if dtype != "bf16":
+        return False
+    if torch.amp.is_autocast_available(backend) and bf16_native(backend):
+        return True
+    log(f"dtype bf16 requested but {backend} has no native bf16 here; training in fp32")
+    return False
+
+
+def _autocast(backend: str, bf16: bool) -> contextlib.AbstractContextManager:
+    if bf16:
         return torch.amp.autocast(backend, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -238,7 +248,7 @@ class Run:
 
     backend: str
     device: torch.device
-    dtype: str
+    bf16: bool
     rng: np.random.Generator
     log: Log
     report: Report
@@ -259,7 +269,7 @@ def evaluate(model: torch.nn.Module, data: PackedData | SftData, stage: Stage, r
     model.eval()
     losses: dict[str, list[float]] = {}
     for domain, batch in data.val_batches(stage.batch_size, stage.eval_batches):
-        with _autocast(run.backend, run.dtype):
+        with _autocast(run.backend, run.bf16):
             losses.setdefault(domain, []).append(batch_loss(model, run.to_device(batch)).item())
     model.train()
     by_domain = {d: float(np.mean(v)) for d, v in losses.items()}
@@ -277,7 +287,7 @@ def _train_step(model, optimizer, data, stage: Stage, step: int, run: Run) -> tu
     loss_sum, tokens = 0.0, 0
     for _ in range(stage.grad_accum):
         batch = run.to_device(data.sample(run.rng, stage.batch_size))
-        with _autocast(run.backend, run.dtype):
+        with _autocast(run.backend, run.bf16):
             loss = batch_loss(model, batch)
         (loss / stage.grad_accum).backward()
         run.mark_step()
@@ -391,13 +401,16 @@ def _load_model(spec: dict[str, Any], stages: list[Stage], datas: list) -> torch
     return model
 
 
-def _summary(results: list[dict], params: int, backend: str, spec: dict) -> dict[str, Any]:
+def _summary(
+    results: list[dict], params: int, backend: str, spec: dict, bf16: bool
+) -> dict[str, Any]:
     tokens = sum(r["tokens"] for r in results)
     return {
         "stages": results,
         "parameters": params,
         "backend": backend,
         "dtype": spec["dtype"],
+        "bf16_autocast": bf16,
         "val_loss": results[-1]["val_loss"],
         "tokens": tokens,
         "tokens_per_s": tokens / sum(r["train_seconds"] for r in results),
@@ -428,7 +441,7 @@ def train(spec: dict[str, Any], log: Log, report: Report) -> dict[str, Any]:
         for stage, data in zip(stages, datas, strict=True):
             results.append(run_stage(model, stage, data, run))
             report({"event": "stage", **results[-1]})
-    metrics = _summary(results, params, backend, spec)
+    metrics = _summary(results, params, backend, spec, run.bf16)
     _save(model, spec, metrics)
     report(
         {"event": "done", "val_loss": metrics["val_loss"], "tokens_per_s": metrics["tokens_per_s"]}
