@@ -178,3 +178,24 @@ def test_definitions_load_for_every_profile(name, tmp_path):
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert set(ASSETS) | {"target_model"} <= keys
     defs.resolve_implicit_global_asset_job_def()
+
+
+def test_tokenizer_mismatch_blocks_downstream_naming_both(tiny):
+    root, defs, instance, _ = tiny
+    draft = ArtifactStore(root).latest("aligned_draft", "tiny-random").path
+    template = draft / "chat_template.jinja"
+    original = template.read_text()
+    template.write_text("{{ messages[0]['content'] }}")
+    try:
+        result = _run(defs, instance, selection="aligned_draft*")
+    finally:
+        template.write_text(original)
+    check = next(
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "aligned_draft"
+    )
+    assert check.passed is False
+    assert str(draft) in check.description and "target" in check.description
+    assert "chat template" in json.dumps(check.metadata["differences"].value)
+    assert not result.asset_materializations_for_node("openvino_ir"), "a blocking check let it run"

@@ -139,3 +139,10 @@ def test_save_sft_npz_atomic(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [path]
     with np.load(path) as z:
         assert (z["train_input_ids"] == arrays["train_input_ids"]).all()
+
+
+def test_resolve_dtype() -> None:
+    assert kd.resolve_dtype("auto") in ("bf16", "fp32")
+    assert kd.resolve_dtype("fp32") == "fp32"
+    with pytest.raises(ValueError, match="float8"):
+        kd.resolve_dtype("float8")

@@ -434,9 +434,8 @@ def train(spec: dict[str, Any], log: Log, report: Report) -> dict[str, Any]:
     log(f"training {params:,} parameters on {backend} ({spec['dtype']}), {len(stages)} stages")
     rng = np.random.default_rng(int(spec["seed"]))
     with open(out / "train_log.jsonl", "w") as f:
-        run = Run(
-            backend, device_for(backend), spec["dtype"], rng, log, report, f, step_marker(backend)
-        )
+        bf16 = use_bf16(backend, spec["dtype"], log)
+        run = Run(backend, device_for(backend), bf16, rng, log, report, f, step_marker(backend))
         results = []
         for stage, data in zip(stages, datas, strict=True):
             results.append(run_stage(model, stage, data, run))

@@ -1,0 +1,122 @@
+"""The artifact store and the DuckDB tables: atomic, content-addressed, idempotent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from fastdraft_dag.storage.artifacts import ArtifactStore, read_artifact
+from fastdraft_dag.storage.tables import SCHEMA, connect, query, record_rows
+
+
+def _build(store: ArtifactStore, text: str, config: dict | None = None, calls: list | None = None):
+    def build(out: Path) -> dict:
+        (out / "data.txt").write_text(text)
+        if calls is not None:
+            calls.append(out)
+        return {"chars": len(text)}
+
+    return store.build("a", "p", code_version="1", config=config or {}, inputs={}, build=build)
+
+
+def test_build_writes_manifest_with_checksums_and_points_latest(tmp_path):
+    store = ArtifactStore(tmp_path)
+    art = _build(store, "hello")
+    assert art.manifest["files"]["data.txt"] == (
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    )
+    assert art.metrics == {"chars": 5}
+    assert store.latest("a", "p").path == art.path
+    assert not art.reused
+
+
+def test_same_inputs_are_reused_and_not_rebuilt(tmp_path):
+    store, calls = ArtifactStore(tmp_path), []
+    first = _build(store, "x", calls=calls)
+    second = _build(store, "x", calls=calls)
+    assert len(calls) == 1 and second.reused and second.path == first.path
+
+
+def test_changed_config_is_a_new_version(tmp_path):
+    store = ArtifactStore(tmp_path)
+    a = _build(store, "x", {"n": 1})
+    b = _build(store, "x", {"n": 2})
+    assert a.path != b.path and store.latest("a", "p").path == b.path
+
+
+def test_failed_build_leaves_previous_artifact_and_no_partial(tmp_path):
+    store = ArtifactStore(tmp_path)
+    good = _build(store, "good")
+
+    def broken(out: Path) -> dict:
+        (out / "data.txt").write_text("half")
+        raise RuntimeError("killed mid-way")
+
+    with pytest.raises(RuntimeError):
+        store.build("a", "p", code_version="2", config={}, inputs={}, build=broken)
+    assert store.latest("a", "p").path == good.path
+    assert read_artifact(good.path).manifest["files"]
+    assert [p.name for p in (tmp_path / "a" / "p").iterdir() if p.name.startswith(".")] == []
+
+
+def test_resumable_build_keeps_partial_work_for_the_next_attempt(tmp_path):
+    store, seen = ArtifactStore(tmp_path), []
+
+    def flaky(out: Path) -> dict:
+        log = out / "rows.txt"
+        seen.append(log.read_text() if log.exists() else "")
+        with open(log, "a") as f:
+            f.write("row\n")
+        if len(seen) == 1:
+            raise RuntimeError("killed")
+        return {}
+
+    kwargs = dict(code_version="1", config={}, inputs={}, build=flaky, resumable=True)
+    with pytest.raises(RuntimeError):
+        store.build("g", "p", **kwargs)
+    art = store.build("g", "p", **kwargs)
+    assert seen == ["", "row\n"]
+    assert (art.path / "rows.txt").read_text() == "row\nrow\n"
+
+
+def test_latest_of_unbuilt_asset_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="'nothing'"):
+        ArtifactStore(tmp_path).latest("nothing", "p")
+
+
+def test_record_rows_is_idempotent_per_artifact_and_stamps_runs(tmp_path):
+    db = tmp_path / "fd.duckdb"
+    rows = [{"source": "s", "domain": "text", "docs_in": 3, "docs_kept": 2, "dropped": "{}"}]
+    assert record_rows(db, "corpus_stats", "v1", rows, "run-1") == 1
+    assert record_rows(db, "corpus_stats", "v1", rows, "run-2") == 0
+    assert record_rows(db, "corpus_stats", "v2", rows, "run-3") == 1
+    got = query(db, "SELECT artifact_version, run_id FROM corpus_stats ORDER BY run_id")
+    assert got == [
+        {"artifact_version": "v1", "run_id": "run-1"},
+        {"artifact_version": "v2", "run_id": "run-3"},
+    ]
+
+
+def test_unknown_table_is_named(tmp_path):
+    with pytest.raises(ValueError, match="'nope'"):
+        record_rows(tmp_path / "fd.duckdb", "nope", "v", [{}], "r")
+
+
+def test_older_database_gains_new_columns_and_keeps_history(tmp_path):
+    db = tmp_path / "fd.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE benchmark_offline (run_id VARCHAR, task VARCHAR)")
+    con.execute("INSERT INTO benchmark_offline VALUES ('old', 'code')")
+    con.close()
+    connect(db).close()
+    cols = {r["column_name"] for r in query(db, "DESCRIBE benchmark_offline")}
+    assert {c.split()[0] for c in SCHEMA["benchmark_offline"].replace("\n", " ").split(",")} <= cols
+    assert query(db, "SELECT run_id FROM benchmark_offline") == [{"run_id": "old"}]
+
+
+def test_manifest_is_valid_json_on_disk(tmp_path):
+    art = _build(ArtifactStore(tmp_path), "y")
+    assert json.loads((art.path / "manifest.json").read_text())["data_version"] == art.data_version
