@@ -152,14 +152,59 @@ def _add_legacy_rope_keys(config_path: Path) -> None:
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def init_draft(target_dir: Path, size: DraftSize, out_dir: Path, seed: int = 0) -> dict[str, int]:
-    """Write a random-init draft (safetensors + the target's tokenizer files) to `out_dir`."""
+def target_embedding_projection(target_dir: Path, hidden_size: int) -> Any:
+    """The target's input embedding reduced to `hidden_size` columns by SVD.
+
+    A draft shares the target's vocabulary, so it can start from the target's knowledge of which
+    tokens are alike instead of from noise. The top singular directions keep most of that
+    structure; rows are rescaled to the usual init std so training dynamics stay standard.
+    """
+    import torch
+    from safetensors import safe_open
+
+    weights = sorted(Path(target_dir).glob("*.safetensors"))
+    for path in weights:
+        with safe_open(str(path), framework="pt") as f:
+            if "model.embed_tokens.weight" in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                emb = f.get_tensor("model.embed_tokens.weight").float()
+                break
+    else:
+        raise DraftConfigError(
+            f"target {str(target_dir)!r}: no model.embed_tokens.weight to project"
+        )
+    if hidden_size > emb.shape[1]:
+        raise DraftConfigError(
+            f"init_embeddings='target': hidden_size {hidden_size} exceeds the target's {emb.shape[1]}"
+        )
+    emb = emb - emb.mean(dim=0, keepdim=True)
+    u, s, _ = torch.linalg.svd(emb, full_matrices=False)
+    proj = u[:, :hidden_size] * s[:hidden_size]
+    return proj * (0.02 / proj.std())
+
+
+def init_draft(
+    target_dir: Path, size: DraftSize, out_dir: Path, seed: int = 0, init_embeddings: str = "random"
+) -> dict[str, int]:
+    """Write a fresh draft (safetensors + the target's tokenizer files) to `out_dir`.
+
+    `init_embeddings="target"` starts the tied embedding / LM head from the target's embedding
+    (see `target_embedding_projection`); "random" is the usual normal init.
+    """
     import torch
     from transformers import LlamaForCausalLM
 
+    if init_embeddings not in ("random", "target"):
+        raise DraftConfigError(
+            f"init_embeddings {init_embeddings!r}: expected 'random' or 'target'"
+        )
     config = derive_draft_config(target_dir, size)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if init_embeddings == "target":
+        with torch.no_grad():
+            model.get_input_embeddings().weight.copy_(
+                target_embedding_projection(target_dir, size.hidden_size)
+            )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)

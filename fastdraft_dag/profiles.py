@@ -67,8 +67,9 @@ class StageConfig:
 class PretrainConfig:
     draft: DraftSize
     stages: tuple[StageConfig, ...]
-    dtype: str = "bf16"
+    dtype: str = "bf16"  # the trainer falls back to fp32 where bf16 is not native
     seed: int = 0
+    init_embeddings: str = "target"  # start the tied embedding from the target's (SVD)
 
 
 @dataclass(frozen=True)
@@ -224,26 +225,28 @@ DEFAULT = Profile(
     corpora=CorporaConfig(),
     shards=ShardsConfig(seq_len=512, seqs_per_shard=2048, val_fraction=0.02),
     pretrain=PretrainConfig(
+        # d128 x 4: on a 2-core CPU the 49k-vocabulary LM head is most of a training step, so a
+        # narrow draft buys tokens; its SD cost is ~0.06-0.08 of a target step.
         draft=DraftSize(
-            hidden_size=256,
+            hidden_size=128,
             num_layers=4,
             num_heads=4,
             num_kv_heads=2,
-            intermediate_size=768,
+            intermediate_size=384,
             max_position_embeddings=2048,
         ),
         stages=(
             StageConfig(
-                "pretrain", steps=700, batch_size=8, lr=2e-3, warmup_steps=50, eval_every=175
+                "pretrain", steps=150, batch_size=8, lr=3e-3, warmup_steps=15, eval_every=0
             ),
             StageConfig(
                 "continued",
-                steps=300,
+                steps=50,
                 batch_size=8,
-                lr=1e-3,
+                lr=1.5e-3,
                 mix={"code": 0.6, "text": 0.4},
-                warmup_steps=20,
-                eval_every=150,
+                warmup_steps=5,
+                eval_every=0,
             ),
         ),
     ),
@@ -251,11 +254,11 @@ DEFAULT = Profile(
     align=AlignConfig(
         StageConfig(
             "align",
-            steps=300,
+            steps=80,
             batch_size=8,
-            lr=1e-3,
-            warmup_steps=20,
-            eval_every=100,
+            lr=1.5e-3,
+            warmup_steps=8,
+            eval_every=0,
             eval_batches=4,
         ),
         max_len=512,

@@ -31,7 +31,9 @@ def pretrained_draft(
 
     def build(out):
         init_dir = out / "_init"
-        sizes = init_draft(target.path, cfg.draft, init_dir, seed=cfg.seed)
+        sizes = init_draft(
+            target.path, cfg.draft, init_dir, seed=cfg.seed, init_embeddings=cfg.init_embeddings
+        )
         spec = {
             "init_dir": str(init_dir),
             "out_dir": str(out),
