@@ -11,18 +11,12 @@ import shutil
 import uuid
 from pathlib import Path
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "generation_config.json",
-)
-
 
 def build_tiny_target(target_dir: Path, out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
+
+    from fastdraft_dag.draft_config import copy_tokenizer_files
 
     src = AutoConfig.from_pretrained(target_dir)
     config = LlamaConfig(
@@ -44,9 +38,7 @@ def build_tiny_target(target_dir: Path, out: Path, seed: int = 0) -> Path:
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     model.save_pretrained(tmp, safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        if (Path(target_dir) / name).is_file():
-            shutil.copy2(Path(target_dir) / name, tmp / name)
+    copy_tokenizer_files(target_dir, tmp)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -15,21 +15,14 @@ import pytest
 from conftest import CACHE
 
 from fastdraft_dag import profiles
+from fastdraft_dag.cli import ORDER
 from fastdraft_dag.definitions import build_defs
 from fastdraft_dag.storage.artifacts import ArtifactStore
 from fastdraft_dag.storage.tables import query
 
 pytestmark = pytest.mark.slow
 
-ASSETS = [
-    "filtered_corpora",
-    "tokenized_shards",
-    "pretrained_draft",
-    "synthetic_kd_dataset",
-    "aligned_draft",
-    "openvino_ir",
-    "benchmark_tables",
-]
+ASSETS = list(ORDER)
 
 
 def _root(tmp_path_factory) -> Path:
@@ -199,3 +192,14 @@ def test_tokenizer_mismatch_blocks_downstream_naming_both(tiny):
     assert str(draft) in check.description and "target" in check.description
     assert "chat template" in json.dumps(check.metadata["differences"].value)
     assert not result.asset_materializations_for_node("openvino_ir"), "a blocking check let it run"
+
+
+def test_cli_report_prints_build_times_and_tables(tiny, capsys):
+    from fastdraft_dag.cli import main
+
+    root, _, _, _ = tiny
+    assert main(["report", "--profile", "tiny", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    for asset in ASSETS:
+        assert f"| {asset} |" in out
+    assert "Wall-clock speculative decoding" in out and "| all | 3 |" in out

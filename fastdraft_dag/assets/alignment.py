@@ -6,7 +6,12 @@ from collections import Counter
 
 import dagster as dg
 
-from fastdraft_dag.assets.common import result, tokenizer_check, tokenizer_check_spec
+from fastdraft_dag.assets.common import (
+    build_artifact,
+    result,
+    tokenizer_check,
+    tokenizer_check_spec,
+)
 from fastdraft_dag.kd import build_sft_arrays, generate_responses, save_sft_npz
 from fastdraft_dag.model_card import write_model_card
 from fastdraft_dag.prompts import kd_prompts
@@ -57,10 +62,10 @@ def synthetic_kd_dataset(
         tasks = Counter(r["task"] for r in rows)
         return {**stats, "prompts": len(prompts), "by_task": dict(tasks)}
 
-    art = pipeline.store.build(
-        "synthetic_kd_dataset",
+    art = build_artifact(
+        context,
+        pipeline,
         target.key,
-        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
         config=pipeline.profile.section("kd"),
         inputs={"target_model": target.revision},
         build=build,
@@ -157,10 +162,10 @@ def aligned_draft(
         )
         return metrics
 
-    art = pipeline.store.build(
-        "aligned_draft",
+    art = build_artifact(
+        context,
+        pipeline,
         target.key,
-        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
         config={**pipeline.profile.section("align"), "backend": hpu.backend},
         inputs={
             "pretrained_draft": pretrained.data_version,

@@ -1,18 +1,41 @@
-"""What every asset reports the same way: artifact metadata, tables, tokenizer checks.
+"""What every asset does the same way: build its artifact, report metadata, check tokenizers.
 
 A helper module, not an asset module: asset modules import this and the library, never each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.artifacts import Artifact
 from fastdraft_dag.tokenizer_identity import tokenizer_differences
+
+
+def build_artifact(
+    context: dg.AssetExecutionContext,
+    pipeline: FastDraftPipeline,
+    partition: str,
+    *,
+    config: Mapping[str, Any],
+    inputs: Mapping[str, str],
+    build: Callable[[Path], Mapping[str, Any]],
+    resumable: bool = False,
+) -> Artifact:
+    """This asset's artifact for these inputs: reused when its version exists, else built."""
+    return pipeline.store.build(
+        context.asset_key.to_user_string(),
+        partition,
+        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
+        config=config,
+        inputs=inputs,
+        build=build,
+        resumable=resumable,
+    )
 
 
 def artifact_metadata(artifact: Artifact) -> dict[str, Any]:

@@ -5,7 +5,12 @@ import json
 
 import dagster as dg
 
-from fastdraft_dag.assets.common import result, tokenizer_check, tokenizer_check_spec
+from fastdraft_dag.assets.common import (
+    build_artifact,
+    result,
+    tokenizer_check,
+    tokenizer_check_spec,
+)
 from fastdraft_dag.filters import filter_and_dedup
 from fastdraft_dag.packing import tokenize_and_pack
 from fastdraft_dag.report import md_table
@@ -41,10 +46,10 @@ def filtered_corpora(
             "bytes_kept": sum(s["bytes_kept"] for s in stats),
         }
 
-    art = pipeline.store.build(
-        "filtered_corpora",
+    art = build_artifact(
+        context,
+        pipeline,
         SHARED,
-        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
         config=pipeline.profile.section("corpora"),
         inputs={},
         build=build,
@@ -107,10 +112,10 @@ def tokenized_shards(
             "shards": len(index["shards"]),
         }
 
-    art = pipeline.store.build(
-        "tokenized_shards",
+    art = build_artifact(
+        context,
+        pipeline,
         target.key,
-        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
         config=pipeline.profile.section("shards"),
         inputs={"filtered_corpora": corpora.data_version, "target_model": target.revision},
         build=build,

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from fastdraft_dag.assets.common import result
+from fastdraft_dag.assets.common import build_artifact, result
 from fastdraft_dag.offline_eval import evaluate_offline
 from fastdraft_dag.prompts import EVAL_FAMILIES, eval_prompts
 from fastdraft_dag.report import render_benchmark
@@ -63,10 +63,10 @@ def benchmark_tables(
         (out / "results.md").write_text(render_benchmark(tables))
         return {"overall": wall["overall"], "rows_offline": len(offline)}
 
-    art = pipeline.store.build(
-        "benchmark_tables",
+    art = build_artifact(
+        context,
+        pipeline,
         target.key,
-        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
         config={
             **pipeline.profile.section("bench"),
             "device": core_ultra.device,

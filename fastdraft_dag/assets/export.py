@@ -3,7 +3,7 @@
 import dagster as dg
 from transformers import AutoTokenizer
 
-from fastdraft_dag.assets.common import result
+from fastdraft_dag.assets.common import build_artifact, result
 from fastdraft_dag.openvino_export import check_ir_logits, export_ir
 from fastdraft_dag.report import md_table
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
@@ -48,10 +48,10 @@ def openvino_ir(
             )
         return {"irs": rows}
 
-    art = pipeline.store.build(
-        "openvino_ir",
+    art = build_artifact(
+        context,
+        pipeline,
         target.key,
-        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
         config=pipeline.profile.section("export"),
         inputs={"aligned_draft": draft.data_version, "target_model": target.revision},
         build=build,

@@ -4,7 +4,12 @@ import shutil
 
 import dagster as dg
 
-from fastdraft_dag.assets.common import result, tokenizer_check, tokenizer_check_spec
+from fastdraft_dag.assets.common import (
+    build_artifact,
+    result,
+    tokenizer_check,
+    tokenizer_check_spec,
+)
 from fastdraft_dag.draft_config import derive_draft_config, init_draft
 from fastdraft_dag.model_card import write_model_card
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
@@ -57,10 +62,10 @@ def pretrained_draft(
         )
         return metrics
 
-    art = pipeline.store.build(
-        "pretrained_draft",
+    art = build_artifact(
+        context,
+        pipeline,
         target.key,
-        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
         config={**pipeline.profile.section("pretrain"), "backend": hpu.backend},
         inputs={"tokenized_shards": shards.data_version, "target_model": target.revision},
         build=build,
