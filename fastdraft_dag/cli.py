@@ -44,8 +44,7 @@ def materialize_all(profile: str, root: str, target: str = "", selection: str = 
     instance = _instance()
     assets = list(defs.assets)
     resources = defs.resources
-    source = [a for a in assets if dg.AssetKey("target_model") in getattr(a, "keys", set())]
-    dg.materialize(source, instance=instance, resources=resources)
+    defs.resolve_job_def("observe_targets").execute_in_process(instance=instance)
     result = dg.materialize(
         assets, instance=instance, resources=resources, selection=selection, raise_on_error=False
     )

@@ -17,6 +17,11 @@ from fastdraft_dag.resources.pipeline import FastDraftPipeline
 
 ASSET_MODULES = (target, data, training, alignment, export, evaluation)
 
+# Records the target's revision; a changed revision is what makes its draft chain stale.
+observe_targets = dg.define_asset_job(
+    "observe_targets", selection=dg.AssetSelection.keys("target_model")
+)
+
 
 def build_defs(
     profile: str = "default", artifact_root: str = "artifacts", target_override: str = ""
@@ -27,6 +32,7 @@ def build_defs(
     threads = pipeline.profile.threads or os.cpu_count() or 1
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
+        jobs=[observe_targets],
         resources={
             "pipeline": pipeline,
             "hpu": HPUTrainingResource(backend="auto", threads=threads),

@@ -203,3 +203,13 @@ def test_cli_report_prints_build_times_and_tables(tiny, capsys):
     for asset in ASSETS:
         assert f"| {asset} |" in out
     assert "Wall-clock speculative decoding" in out and "| all | 3 |" in out
+
+
+def test_target_observation_records_its_revision(tiny):
+    from fastdraft_dag.target import TINY_NAME, resolve_target
+
+    root, _, instance, _ = tiny
+    records = instance.fetch_observations(dg.AssetKey("target_model"), limit=1).records
+    assert records, "target_model was never observed"
+    revision = resolve_target(TINY_NAME, root / "targets").revision
+    assert records[0].asset_observation.data_version == revision
