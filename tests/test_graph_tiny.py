@@ -32,14 +32,10 @@ def _root(tmp_path_factory) -> Path:
 
 
 def _run(defs: dg.Definitions, instance: dg.DagsterInstance, selection: str = "*"):
-    assets = list(defs.assets)
-    dg.materialize(
-        [a for a in assets if dg.AssetKey("target_model") in a.keys],
-        instance=instance,
-        resources=defs.resources,
-    )
+    observed = defs.resolve_job_def("observe_targets").execute_in_process(instance=instance)
+    assert observed.success
     return dg.materialize(
-        assets,
+        list(defs.assets),
         instance=instance,
         resources=defs.resources,
         selection=selection,

@@ -87,7 +87,7 @@ def synthetic_kd_dataset(
             }
             for task, n in per_task.items()
         ],
-        context.run_id,
+        context.run.run_id,
     )
     sample = [
         {

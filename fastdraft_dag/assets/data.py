@@ -60,7 +60,7 @@ def filtered_corpora(
         "corpus_stats",
         art.manifest["version"],
         [{**s, "dropped": json.dumps(s["dropped"])} for s in stats],
-        context.run_id,
+        context.run.run_id,
     )
     rows = [
         {k: v for k, v in s.items() if k != "dropped"} | {"dropped": sum(s["dropped"].values())}

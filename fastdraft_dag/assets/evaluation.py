@@ -83,10 +83,10 @@ def benchmark_tables(
     version = art.manifest["version"]
     common = {"target": target.name, "draft_version": draft.data_version}
     offline_rows = [{**common, **r} for r in tables["offline"]]
-    record_rows(pipeline.db_path, "benchmark_offline", version, offline_rows, context.run_id)
+    record_rows(pipeline.db_path, "benchmark_offline", version, offline_rows, context.run.run_id)
     precisions = {"draft_precision": cfg.sd_draft_format, "target_precision": export.target_format}
     wall_rows = [{**common, **precisions, **r} for r in tables["wallclock"]]
-    record_rows(pipeline.db_path, "benchmark_wallclock", version, wall_rows, context.run_id)
+    record_rows(pipeline.db_path, "benchmark_wallclock", version, wall_rows, context.run.run_id)
     overall = tables["wallclock_overall"]
     return result(
         context,
