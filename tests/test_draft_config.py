@@ -94,3 +94,28 @@ def test_init_draft_writes_hf_layout_with_target_tokenizer(tmp_path: Path) -> No
     assert model.config.rope_parameters["rope_theta"] == 50000.0
     assert sum(p.numel() for p in model.parameters()) == counts["parameters"]
     assert AutoTokenizer.from_pretrained(out)("w5 w7").input_ids == [5, 7]
+
+
+def test_target_initialized_embedding_is_the_svd_projection(tiny_target_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fastdraft_dag.draft_config import target_embedding_projection
+
+    size = DraftSize(hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2,
+                     intermediate_size=64, max_position_embeddings=256)  # fmt: skip
+    init_draft(tiny_target_dir, size, tmp_path / "d", init_embeddings="target")
+    draft = AutoModelForCausalLM.from_pretrained(tmp_path / "d")
+    emb = draft.get_input_embeddings().weight
+    assert torch.allclose(emb, target_embedding_projection(tiny_target_dir, 32), atol=1e-6)
+    assert draft.get_output_embeddings().weight.data_ptr() == emb.data_ptr()  # still tied
+    assert abs(float(emb.std()) - 0.02) < 1e-3
+
+
+def test_embedding_init_rejects_bad_requests(tiny_target_dir, tmp_path):
+    size = DraftSize(hidden_size=128, num_layers=1, num_heads=4, num_kv_heads=2,
+                     intermediate_size=64, max_position_embeddings=256)  # fmt: skip
+    with pytest.raises(DraftConfigError, match="init_embeddings 'svd'"):
+        init_draft(tiny_target_dir, size, tmp_path / "a", init_embeddings="svd")
+    with pytest.raises(DraftConfigError, match="hidden_size 128 exceeds the target's 64"):
+        init_draft(tiny_target_dir, size, tmp_path / "b", init_embeddings="target")
