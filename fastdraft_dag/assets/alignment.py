@@ -1,6 +1,5 @@
 """Alignment: the target answers KD prompts (`synthetic_kd_dataset`), the draft learns them (`aligned_draft`)."""
 
-import json
 import shutil
 from collections import Counter
 
@@ -12,18 +11,13 @@ from fastdraft_dag.assets.common import (
     tokenizer_check,
     tokenizer_check_spec,
 )
-from fastdraft_dag.kd import build_sft_arrays, generate_responses, save_sft_npz
+from fastdraft_dag.kd import build_sft_arrays, generate_responses, read_rows, save_sft_npz
 from fastdraft_dag.model_card import write_model_card
 from fastdraft_dag.prompts import kd_prompts
 from fastdraft_dag.report import md_table
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.tables import record_rows
-
-
-def _read_rows(path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 @dg.asset(
@@ -53,7 +47,7 @@ def synthetic_kd_dataset(
             threads=pipeline.profile.threads,
             dtype=cfg.dtype,
         )
-        rows = _read_rows(out / "kd.jsonl")
+        rows = read_rows(out / "kd.jsonl")[0]
         if not rows:
             raise RuntimeError(
                 f"synthetic_kd_dataset: the target {target.name} produced no usable rows from "
@@ -71,7 +65,7 @@ def synthetic_kd_dataset(
         build=build,
         resumable=True,
     )
-    rows = _read_rows(art.path / "kd.jsonl")
+    rows = read_rows(art.path / "kd.jsonl")[0]
     per_task = Counter(r["task"] for r in rows)
     record_rows(
         pipeline.db_path,
@@ -134,7 +128,7 @@ def aligned_draft(
 
     def build(out):
         arrays, data_stats = build_sft_arrays(
-            _read_rows(kd.path / "kd.jsonl"),
+            read_rows(kd.path / "kd.jsonl")[0],
             pretrained.path,
             cfg.max_len,
             cfg.val_fraction,
