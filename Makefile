@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install home run bench report test ui lint format clean
+.PHONY: install home run bench bench-data report test ui lint format clean
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -33,6 +33,9 @@ run: install home  ## materialize the whole graph (PROFILE=default) and print th
 	$(BIN)/fastdraft run --profile $(PROFILE)
 
 bench: run  ## per-asset build times + acceptance/tau/MBSU + wall-clock speedup
+
+bench-data: install  ## filter+dedup MB/s and tokenization tok/s vs baselines; peak RSS on doubled input
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/data_throughput.py
 
 report: install  ## print the last benchmark table again
 	$(BIN)/fastdraft report --profile $(PROFILE)

@@ -1,7 +1,8 @@
 """Assembles the code location: assets, checks and resources for the profile in the environment.
 
 FASTDRAFT_PROFILE (tiny | default | paper), FASTDRAFT_HOME (artifact root) and FASTDRAFT_TARGET
-(a hub id or local directory overriding the profile's target) choose what `dagster dev` serves.
+(a hub id or local directory overriding the profile's target) choose what `dagster dev` serves;
+FASTDRAFT_SOURCES names a YAML/JSON file of corpus sources replacing the profile's.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ observe_targets = dg.define_asset_job(
 
 
 def build_defs(
-    profile: str = "default", artifact_root: str = "artifacts", target_override: str = ""
+    profile: str = "default",
+    artifact_root: str = "artifacts",
+    target_override: str = "",
+    sources_file: str = "",
 ) -> dg.Definitions:
     pipeline = FastDraftPipeline(
-        profile_name=profile, artifact_root=artifact_root, target=target_override
+        profile_name=profile,
+        artifact_root=artifact_root,
+        target=target_override,
+        sources_file=sources_file,
     )
     threads = pipeline.profile.threads or os.cpu_count() or 1
     return dg.Definitions(
@@ -45,4 +52,5 @@ defs = build_defs(
     os.environ.get("FASTDRAFT_PROFILE", "default"),
     os.environ.get("FASTDRAFT_HOME", "artifacts"),
     os.environ.get("FASTDRAFT_TARGET", ""),
+    os.environ.get("FASTDRAFT_SOURCES", ""),
 )

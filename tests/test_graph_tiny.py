@@ -74,6 +74,8 @@ def test_metadata_reports_real_figures(tiny):
     _, _, _, result = tiny
     corpora = _metadata(result, "filtered_corpora")
     assert corpora["docs_kept"] > 0 and corpora["bytes_kept"] > 0
+    assert corpora["funnel_plot"].startswith("![funnel](data:image/png;base64,iVBOR")
+    assert "| source |" in corpora["per_source"]
     shards = _metadata(result, "tokenized_shards")
     assert shards["train_tokens"] > 0
     draft = _metadata(result, "pretrained_draft")
@@ -129,6 +131,12 @@ def test_results_land_in_duckdb_with_run_id(tiny):
     rows = query(root / "fastdraft.duckdb", "SELECT DISTINCT run_id FROM benchmark_offline")
     assert [r["run_id"] for r in rows] == [result.run_id]
     assert query(root / "fastdraft.duckdb", "SELECT count(*) AS n FROM corpus_stats")[0]["n"] > 0
+    kept = query(
+        root / "fastdraft.duckdb",
+        "SELECT sum(docs) AS n FROM corpus_funnel WHERE stage = 'kept' AND run_id = ?",
+        [result.run_id],
+    )[0]["n"]
+    assert kept == _metadata(result, "filtered_corpora")["docs_kept"]
 
 
 def test_rerun_recomputes_nothing(tiny):

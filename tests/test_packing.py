@@ -177,3 +177,24 @@ def test_corrupted_shard_is_refused(packed: tuple[Path, dict], tmp_path: Path) -
     with pytest.raises(shards.ShardChecksumError, match=re.escape(entry["file"])):
         shards.load_split(copy, "text", "train", verify=True)
     assert shards.load_split(copy, "code", "train", verify=True).shape[0] > 0
+
+
+def test_encode_batch_matches_the_tokenizer(tokenizer) -> None:
+    from fastdraft_dag.packing import encode_batch
+
+    texts = ["In the beginning, x = 1.", "    def f(y):\n        return y  # done\n", "é ü 中文"]
+    assert encode_batch(tokenizer, texts) == tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def test_mix_sets_domain_budgets() -> None:
+    import dataclasses
+
+    from fastdraft_dag.profiles import DEFAULT, ProfileError, ShardsConfig
+
+    shards_cfg = ShardsConfig(max_train_tokens=1000, mix={"text": 0.4, "code": 0.6})
+    assert shards_cfg.budgets() == {"text": 400, "code": 600}
+    assert ShardsConfig(max_tokens={"code": 5}).budgets() == {"code": 5}
+    for bad in ({"text": 0.5, "code": 0.6}, {"text": 0.5, "poetry": 0.5}):
+        profile = dataclasses.replace(DEFAULT, shards=ShardsConfig(max_train_tokens=10, mix=bad))
+        with pytest.raises(ProfileError, match="shards.mix"):
+            profile.validate()

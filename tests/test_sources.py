@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import bz2
+import gzip
+import json
+from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from fastdraft_dag import sources
+from fastdraft_dag import offline_corpora
+from fastdraft_dag.offline_corpora import BUILTINS as SOURCES
+from fastdraft_dag.offline_corpora import Builtin, split_sections, strip_wiki_markup
+from fastdraft_dag.source_files import iter_local_files
 from fastdraft_dag.sources import (
-    SOURCES,
-    Source,
     SourceError,
+    SourceSpec,
     is_heldout,
-    iter_local_files,
     iter_source,
-    split_sections,
-    strip_wiki_markup,
+    load_sources_file,
+    units,
 )
 
 
@@ -84,16 +90,28 @@ def test_split_sections_carries_bodiless_headings() -> None:
     ]
 
 
-def test_iter_local_files_skips_empty_and_binary(tmp_path: Path) -> None:
+def test_iter_local_files_skips_and_counts_bad_files(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.txt").write_text("alpha")
-    (tmp_path / "sub" / "b.txt").write_bytes(b"caf\xe9 ok")  # not utf-8: replaced, kept
+    (tmp_path / "sub" / "b.txt").write_text("caf\u00e9 ok")
+    (tmp_path / "latin.txt").write_bytes(b"caf\xe9 ok")  # not UTF-8: skipped, counted
     (tmp_path / "empty.txt").write_text("  \n")
     (tmp_path / "bin.txt").write_bytes(b"abc\x00def")
+    (tmp_path / "big.txt").write_text("x" * 101)
     (tmp_path / "c.md").write_text("not matched")
-    records = list(iter_local_files(tmp_path, "**/*.txt", "text", "local"))
+    skips: Counter[str] = Counter()
+    records = list(
+        iter_local_files(tmp_path, "**/*.txt", "text", "local", skips=skips, max_bytes=100)
+    )
     assert [r["id"] for r in records] == ["local/a.txt", "local/sub/b.txt"]
-    assert records[1]["text"] == "caf\ufffd ok" and records[1]["domain"] == "text"
+    assert records[1]["text"] == "caf\u00e9 ok" and records[1]["domain"] == "text"
+    assert {k: v for k, v in skips.items() if ":" not in k} == {
+        "not_utf8": 1,
+        "empty": 1,
+        "binary": 1,
+        "too_large": 1,
+    }
+    assert skips["too_large:bytes"] == 101
 
 
 def test_iter_local_files_missing_root(tmp_path: Path) -> None:
@@ -110,7 +128,7 @@ def test_missing_source_names_source_and_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gone = tmp_path / "gone.jsonl"
-    monkeypatch.setitem(SOURCES, "kjv_bible", Source("kjv_bible", "text", lambda: gone, None))
+    monkeypatch.setitem(SOURCES, "kjv_bible", Builtin("kjv_bible", "text", lambda: gone, print))
     with pytest.raises(SourceError, match=r"'kjv_bible'.*gone\.jsonl"):
         iter_source("kjv_bible")
 
@@ -120,7 +138,104 @@ def test_unreadable_source_names_source_and_path(
 ) -> None:
     broken = tmp_path / "dump.xml.bz2"
     broken.write_bytes(bz2.compress(b"<mediawiki><page><title>A</title>")[:-10])
-    source = Source("wikipedia", "text", lambda: broken, sources.read_wikipedia)
+    source = Builtin("wikipedia", "text", lambda: broken, offline_corpora.read_wikipedia)
     monkeypatch.setitem(SOURCES, "wikipedia", source)
     with pytest.raises(SourceError, match=r"'wikipedia'.*dump\.xml\.bz2"):
         list(iter_source("wikipedia"))
+
+
+def test_jsonl_source_reads_globs_gzip_and_counts_bad_rows(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_bytes(
+        b'{"id": "x", "body": "first"}\n\n{"id": "y", "body": "second"}\n'
+        b'{"id": "z", "body": 3}\nnot json\n{"id": "w", "body": "caf\xe9"}\n{"id": "v", "body": " "}\n'
+    )
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"id": "u", "body": "third"}) + "\n")
+    spec = SourceSpec(
+        name="j",
+        kind="jsonl",
+        domain="text",
+        path=str(tmp_path / "*.jsonl*"),
+        text_column="body",
+        id_column="id",
+    )
+    assert len(units(spec)) == 2
+    skips: Counter[str] = Counter()
+    records = list(iter_source(spec, "all", skips=skips))
+    assert [(r["id"], r["text"]) for r in records] == [
+        ("j/x", "first"),
+        ("j/y", "second"),
+        ("j/u", "third"),
+    ]
+    assert (skips["malformed_row"], skips["not_utf8"], skips["empty"]) == (2, 1, 1)
+
+
+def test_parquet_source_and_missing_column(tmp_path: Path) -> None:
+    pq.write_table(
+        pa.table({"content": ["def f(): pass", None], "path": ["a.py", "b.py"]}),
+        tmp_path / "c.parquet",
+    )
+    spec = SourceSpec(
+        name="p",
+        kind="parquet",
+        domain="code",
+        path=str(tmp_path / "c.parquet"),
+        text_column="content",
+        id_column="path",
+    )
+    skips: Counter[str] = Counter()
+    assert [r["id"] for r in iter_source(spec, "all", skips=skips)] == ["p/a.py"]
+    assert skips["malformed_row"] == 1
+    wrong = SourceSpec(name="p", kind="parquet", domain="code", path=str(tmp_path / "c.parquet"))
+    with pytest.raises(SourceError, match=r"'p'.*c\.parquet.*no column 'text'.*content, path"):
+        iter_source(wrong)
+
+
+def test_hf_source_streams_a_local_builder(tmp_path: Path) -> None:
+    """The hub path runs through `datasets.load_dataset(streaming=True)`; offline, a builder."""
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "streamed row", "id": 7}) + "\n")
+    spec = SourceSpec(
+        name="h",
+        kind="hf",
+        domain="text",
+        dataset="json",
+        data_files=(str(tmp_path / "d.jsonl"),),
+        id_column="id",
+    )
+    assert [(r["id"], r["text"]) for r in iter_source(spec, "all")] == [("h/7", "streamed row")]
+    wrong = SourceSpec(
+        name="h",
+        kind="hf",
+        domain="text",
+        dataset="json",
+        data_files=(str(tmp_path / "d.jsonl"),),
+        text_column="content",
+    )
+    with pytest.raises(SourceError, match=r"'h'.*no column 'content'"):
+        list(iter_source(wrong, "all"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "x", "kind": "ftp"}, "kind 'ftp'"),
+        ({"name": "x", "kind": "jsonl", "domain": "text"}, "needs a path"),
+        ({"name": "x", "kind": "hf", "domain": "text"}, "needs a dataset"),
+        ({"name": "x", "kind": "files", "domain": "poetry", "path": "."}, "domain 'poetry'"),
+    ],
+)
+def test_bad_specs_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(SourceError, match=message):
+        SourceSpec(**kwargs)
+
+
+def test_sources_file(tmp_path: Path) -> None:
+    path = tmp_path / "sources.yaml"
+    path.write_text(
+        "sources:\n  - kjv_bible\n  - {name: mine, kind: files, domain: code, path: /src}\n"
+    )
+    specs = load_sources_file(path)
+    assert [s.name for s in specs] == ["kjv_bible", "mine"] and specs[1].domain == "code"
+    path.write_text("- {name: mine, kind: files, colour: red}\n")
+    with pytest.raises(SourceError, match="unknown keys"):
+        load_sources_file(path)

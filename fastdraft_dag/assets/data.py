@@ -1,7 +1,7 @@
 """Data assets: `filtered_corpora` (target-independent) and `tokenized_shards` (per target)."""
 
-import itertools
 import json
+import os
 
 import dagster as dg
 
@@ -11,12 +11,12 @@ from fastdraft_dag.assets.common import (
     tokenizer_check,
     tokenizer_check_spec,
 )
-from fastdraft_dag.filters import filter_and_dedup
+from fastdraft_dag.corpus import CorpusOptions, build_corpus
 from fastdraft_dag.packing import tokenize_and_pack
+from fastdraft_dag.plots import funnel_plot, markdown_image
 from fastdraft_dag.report import md_table
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.shards import ShardChecksumError, verify_shards
-from fastdraft_dag.sources import iter_source
 from fastdraft_dag.storage.tables import record_rows
 
 SHARED = "shared"
@@ -24,28 +24,33 @@ SHARED = "shared"
 
 @dg.asset(
     group_name="data",
-    code_version="1",
+    code_version="2",
     kinds={"duckdb", "parquet"},
     pool="duckdb_writer",
-    description="Offline text and code normalized to records, quality-filtered and exact-deduplicated in DuckDB.",
+    description="Text and code from the configured sources, quality-filtered (Gopher/C4/FineWeb-style text rules, StarCoder-style code rules) and deduplicated (exact + MinHash LSH) in DuckDB, with a funnel of every drop.",
 )
 def filtered_corpora(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline
 ) -> dg.MaterializeResult:
     cfg = pipeline.profile.corpora
+    options = CorpusOptions(
+        workers=pipeline.profile.threads or os.cpu_count() or 1,
+        files_per_unit=cfg.files_per_unit,
+        filters=cfg.filters,
+        dedup=cfg.dedup,
+    )
 
     def build(out):
-        records = itertools.chain.from_iterable(
-            iter_source(name, split="train", max_docs=cfg.max_docs_per_source)
-            for name in cfg.sources
-        )
-        stats = filter_and_dedup(records, out)
+        built = build_corpus(list(cfg.sources), out, options)
+        funnel_plot(built["funnel"], out / "funnel.png")
         return {
-            "sources": stats,
-            "docs_kept": sum(s["docs_kept"] for s in stats),
-            "bytes_kept": sum(s["bytes_kept"] for s in stats),
+            "sources": built["stats"],
+            "funnel": built["funnel"],
+            "docs_kept": sum(s["docs_kept"] for s in built["stats"]),
+            "bytes_kept": sum(s["bytes_kept"] for s in built["stats"]),
         }
 
+    # Resumable: finished units stay in the partial directory, so a failed run restarts from them.
     art = build_artifact(
         context,
         pipeline,
@@ -53,18 +58,23 @@ def filtered_corpora(
         config=pipeline.profile.section("corpora"),
         inputs={},
         build=build,
+        resumable=True,
     )
-    stats = art.metrics["sources"]
+    stats, funnel, version = art.metrics["sources"], art.metrics["funnel"], art.manifest["version"]
+    run_id = context.run.run_id
     record_rows(
         pipeline.db_path,
         "corpus_stats",
-        art.manifest["version"],
+        version,
         [{**s, "dropped": json.dumps(s["dropped"])} for s in stats],
-        context.run.run_id,
+        run_id,
     )
-    rows = [
-        {k: v for k, v in s.items() if k != "dropped"} | {"dropped": sum(s["dropped"].values())}
-        for s in stats
+    record_rows(pipeline.db_path, "corpus_funnel", version, funnel, run_id)
+    per_source = [{k: v for k, v in s.items() if k != "dropped"} for s in stats]
+    drops = [
+        {k: r[k] for k in ("source", "stage", "step", "docs", "bytes")}
+        for r in funnel
+        if r["docs"] and r["stage"] != "kept"
     ]
     return result(
         context,
@@ -72,8 +82,9 @@ def filtered_corpora(
         {
             "docs_kept": art.metrics["docs_kept"],
             "bytes_kept": art.metrics["bytes_kept"],
-            "per_source": dg.MetadataValue.md(md_table(rows)),
-            "drops_by_rule": dg.MetadataValue.json({s["source"]: s["dropped"] for s in stats}),
+            "per_source": dg.MetadataValue.md(md_table(per_source)),
+            "drops": dg.MetadataValue.md(md_table(drops) if drops else "nothing dropped"),
+            "funnel_plot": dg.MetadataValue.md(markdown_image(art.path / "funnel.png", "funnel")),
         },
     )
 
@@ -104,7 +115,7 @@ def tokenized_shards(
             seq_len=cfg.seq_len,
             seqs_per_shard=cfg.seqs_per_shard,
             val_fraction=cfg.val_fraction,
-            max_tokens=cfg.max_tokens,
+            max_tokens=cfg.budgets(),
         )
         return {
             "tokens": index["tokens"],

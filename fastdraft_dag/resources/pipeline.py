@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
 import dagster as dg
 
 from fastdraft_dag.profiles import Profile, load_profile
+from fastdraft_dag.sources import load_sources_file
 from fastdraft_dag.storage.artifacts import ArtifactStore
 from fastdraft_dag.target import ResolvedTarget, resolve_target
 
@@ -20,10 +22,15 @@ class FastDraftPipeline(dg.ConfigurableResource):
     target: str = ""
     target_revision: str = ""
     trust_remote_code: bool = False
+    sources_file: str = ""  # YAML/JSON list of corpus sources replacing the profile's
 
     @cached_property
     def profile(self) -> Profile:
-        return load_profile(self.profile_name, self.target or None)
+        profile = load_profile(self.profile_name, self.target or None)
+        if self.sources_file:
+            sources = load_sources_file(self.sources_file)
+            profile = replace(profile, corpora=replace(profile.corpora, sources=sources))
+        return profile
 
     @property
     def root(self) -> Path:

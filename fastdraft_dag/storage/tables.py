@@ -18,6 +18,9 @@ SCHEMA = {
         run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, source VARCHAR,
         domain VARCHAR, docs_in BIGINT, docs_kept BIGINT, bytes_in BIGINT, bytes_kept BIGINT,
         dropped JSON""",
+    "corpus_funnel": """
+        run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, source VARCHAR,
+        domain VARCHAR, step_order INTEGER, stage VARCHAR, step VARCHAR, docs BIGINT, bytes BIGINT""",
     "kd_datasets": """
         run_id VARCHAR, created_at TIMESTAMP, target VARCHAR, artifact_version VARCHAR,
         task VARCHAR, rows BIGINT, prompt_tokens BIGINT, response_tokens BIGINT""",
