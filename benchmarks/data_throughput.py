@@ -39,6 +39,12 @@ def filter_bench(specs: list[SourceSpec], work: Path, baseline: bool) -> tuple[d
     mb = sum(s["bytes_in"] for s in out["stats"]) / 1e6
     kept = sum(s["docs_kept"] for s in out["stats"])
     row = {"ours_s": ours_s, "ours_mb_s": mb / ours_s, "ours_kept": kept, "mb": mb}
+    row["funnel"] = [
+        f"{s['source']}: {s['docs_in']} docs ({s['bytes_in'] / 1e6:.1f} MB) -> {s['docs_kept']} "
+        f"({s['bytes_kept'] / 1e6:.1f} MB); "
+        + ", ".join(f"{k} {v}" for k, v in s["dropped"].items() if v)
+        for s in out["stats"]
+    ]
     if baseline:
         t = time.perf_counter()
         records = itertools.chain.from_iterable(iter_source(s) for s in specs)
@@ -51,6 +57,8 @@ def filter_bench(specs: list[SourceSpec], work: Path, baseline: bool) -> tuple[d
 
 
 def tokenize_bench(corpus: Path, tokenizer_dir: Path, work: Path, baseline: bool) -> dict:
+    import transformers  # noqa: F401 - imported before either clock starts, for both sides
+
     t = time.perf_counter()
     index = tokenize_and_pack(corpus, tokenizer_dir, work / "shards", 512, 2048, 0.02)
     ours_s = time.perf_counter() - t
@@ -62,9 +70,9 @@ def tokenize_bench(corpus: Path, tokenizer_dir: Path, work: Path, baseline: bool
         from transformers import AutoTokenizer
 
         disable_progress_bars()
+        t = time.perf_counter()  # both sides load the tokenizer and read the parquet file
         tok = AutoTokenizer.from_pretrained(tokenizer_dir)
         ds = Dataset.from_parquet(str(corpus), cache_dir=str(work / "hf-cache"))
-        t = time.perf_counter()
         mapped = ds.map(lambda ex: tok(ex["text"], add_special_tokens=False))
         base_s = time.perf_counter() - t
         base_tokens = sum(len(x) for x in mapped["input_ids"])
@@ -153,4 +161,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)
     main()

@@ -193,7 +193,7 @@ def tokenize_and_pack(
     seqs_per_shard: int,
     val_fraction: float,
     max_tokens: dict[str, int] | None = None,
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """Write checksummed shards per (domain, split) plus `index.json`; return the index.
 

@@ -91,7 +91,7 @@ def filtered_corpora(
 
 @dg.asset(
     group_name="data",
-    code_version="1",
+    code_version="2",
     deps=["filtered_corpora", "target_model"],
     kinds={"numpy"},
     check_specs=[
