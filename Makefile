@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install home run bench bench-data report test ui lint format clean
+.PHONY: install home run bench bench-train bench-data report test ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -34,14 +34,27 @@ run: install home  ## materialize the whole graph (PROFILE=default) and print th
 
 bench: run  ## per-asset build times + acceptance/tau/MBSU + wall-clock speedup
 
+bench-train: install  ## tokens/s and MFU: our CPU trainer vs a default HF Trainer, same model and data
+	$(BIN)/python benchmarks/train_throughput.py --steps $(or $(STEPS),20)
+
 bench-data: install  ## filter+dedup MB/s and tokenization tok/s vs baselines; peak RSS on doubled input
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/data_throughput.py
 
 report: install  ## print the last benchmark table again
 	$(BIN)/fastdraft report --profile $(PROFILE)
 
-test: install
-	$(BIN)/pytest -q
+# Headless Chromium for the UI tests (tests/test_ui.py): Debian's package, since Playwright's own
+# browser download is not reachable everywhere. Idempotent; sudo only when not root.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	$(CHROMIUM) --version
+
+test: install browser
+	FASTDRAFT_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
 
 ui: install home  ## Dagster UI on http://127.0.0.1:3000 with a persistent instance
 	FASTDRAFT_PROFILE=$(PROFILE) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

@@ -15,7 +15,7 @@ from fastdraft_dag.draft_config import init_draft
 from fastdraft_dag.profiles import load_profile
 from fastdraft_dag.storage.artifacts import ArtifactStore
 from fastdraft_dag.target import resolve_target
-from fastdraft_dag.training.loop import train
+from fastdraft_dag.training.trainer import train
 
 
 def main(steps: int = 40) -> None:

@@ -1,7 +1,12 @@
-"""`fastdraft`: materialize the graph from a shell and print the benchmark table.
+"""`fastdraft`: materialize the graph from a shell, manage targets, print the benchmark table.
 
 The same Definitions the UI serves, executed in process against the persistent instance under
 the artifact root (when DAGSTER_HOME points there), so CLI runs show up in `make ui`'s history.
+
+  fastdraft run [--profile P] [--partition KEY] [--select SEL] [--stale-only]
+  fastdraft report [--profile P] [--partition KEY]
+  fastdraft targets add ID [--revision R] [--trust-remote-code]
+  fastdraft targets list
 """
 
 from __future__ import annotations
@@ -13,15 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-ORDER = (
-    "filtered_corpora",
-    "tokenized_shards",
-    "pretrained_draft",
-    "synthetic_kd_dataset",
-    "aligned_draft",
-    "openvino_ir",
-    "benchmark_tables",
-)
+from fastdraft_dag.operations import TARGET_CHAIN
+
+ORDER = ("filtered_corpora", *TARGET_CHAIN)
 
 
 def _instance():
@@ -34,19 +33,61 @@ def _instance():
     )
 
 
-def materialize_all(profile: str, root: str, target: str = "", selection: str = "*") -> bool:
-    """Observe the target, then materialize the selection; up-to-date artifacts are reused."""
+def materialize_all(
+    profile: str,
+    root: str,
+    target: str = "",
+    selection: str = "*",
+    partition: str = "",
+    stale_only: bool = False,
+) -> bool:
+    """Observe the target, then materialize the selection; up-to-date artifacts are reused.
+
+    The target is `partition` (a registered key) or the profile's target, registered on first
+    use. With `stale_only`, only the selected assets that are stale or missing for that target
+    run (what the UI's "Materialize unsynced" does).
+    """
     import dagster as dg
 
+    from fastdraft_dag.assets.common import TARGETS
     from fastdraft_dag.definitions import build_defs
+    from fastdraft_dag.operations import ensure_default_target, stale_asset_keys
 
     defs = build_defs(profile, root, target)
+    pipeline = defs.resources["pipeline"]
     instance = _instance()
-    assets = list(defs.assets)
-    resources = defs.resources
-    defs.resolve_job_def("observe_targets").execute_in_process(instance=instance)
+    if partition:
+        pipeline.target_spec(partition)  # an unknown key fails here, naming the registered ones
+        if not instance.has_dynamic_partition(TARGETS.name, partition):
+            instance.add_dynamic_partitions(TARGETS.name, [partition])
+        key = partition
+    else:
+        key = ensure_default_target(instance, pipeline)
+    observed = defs.resolve_job_def("observe_targets").execute_in_process(
+        instance=instance, partition_key=key, raise_on_error=False
+    )
+    if not observed.success:
+        print(f"observing target_model [{key}] failed", file=sys.stderr)
+        return False
+    graph = defs.resolve_asset_graph()
+    keys = dg.AssetSelection.from_coercible(selection).resolve(graph)
+    keys = [k for k in graph.toposorted_asset_keys if k in keys and graph.get(k).is_materializable]
+    if stale_only:
+        stale = set(stale_asset_keys(defs, instance, key))
+        keys = [k for k in keys if k in stale]
+        print(
+            f"stale or missing for {key}: {', '.join(k.to_user_string() for k in keys) or 'none'}"
+        )
+        if not keys:
+            return True
+    partitioned = any(graph.get(k).is_partitioned for k in keys)
     result = dg.materialize(
-        assets, instance=instance, resources=resources, selection=selection, raise_on_error=False
+        list(defs.assets),
+        instance=instance,
+        resources=defs.resources,
+        selection=keys,
+        partition_key=key if partitioned else None,
+        raise_on_error=False,
     )
     return result.success
 
@@ -72,40 +113,108 @@ def asset_times(root: str, partition: str) -> list[dict]:
     return rows
 
 
-def print_report(profile: str, root: str, target: str = "") -> None:
+def print_report(profile: str, root: str, target: str = "", partition: str = "") -> None:
     from fastdraft_dag.profiles import load_profile
     from fastdraft_dag.report import md_table, render_benchmark
     from fastdraft_dag.storage.artifacts import ArtifactStore
     from fastdraft_dag.target import target_key
 
     prof = load_profile(profile, target or None)
-    key = target_key(prof.target)
+    key = partition or target_key(prof.target)
     times = asset_times(root, key)
     print("\n## Per-asset build time (seconds, from each artifact's manifest)\n")
     print(md_table(times))
     art = ArtifactStore(Path(root)).latest("benchmark_tables", key)
     tables = json.loads((art.path / "results.json").read_text())
-    print(f"\n## Benchmark: target {prof.target}, profile {profile}\n")
+    print(f"\n## Benchmark: target {partition or prof.target}, profile {profile}\n")
     print(render_benchmark(tables))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fastdraft", description=__doc__)
-    parser.add_argument("command", choices=["run", "report"])
-    parser.add_argument("--profile", default=os.environ.get("FASTDRAFT_PROFILE", "default"))
-    parser.add_argument("--root", default=os.environ.get("FASTDRAFT_HOME", "artifacts"))
-    parser.add_argument("--target", default=os.environ.get("FASTDRAFT_TARGET", ""))
-    parser.add_argument(
-        "--select", default="*", help="Dagster asset selection, e.g. 'openvino_ir*'"
+def targets_command(args: argparse.Namespace) -> int:
+    from fastdraft_dag.assets.common import TARGETS
+    from fastdraft_dag.operations import register_targets
+    from fastdraft_dag.report import md_table
+    from fastdraft_dag.resources.pipeline import FastDraftPipeline
+    from fastdraft_dag.target import TargetError
+    from fastdraft_dag.target_registry import TargetRegistryError, TargetSpec
+
+    pipeline = FastDraftPipeline(
+        profile_name=args.profile, artifact_root=args.root, target=args.target
     )
+    instance = _instance()
+    if args.action == "add":
+        spec = TargetSpec.parse(args.id, args.revision, args.trust_remote_code)
+        try:
+            (key,) = register_targets(instance, pipeline.registry, [spec])
+        except (TargetError, TargetRegistryError) as exc:
+            print(f"fastdraft targets add: {exc}", file=sys.stderr)
+            return 2
+        print(f"registered {spec.name} @ {spec.revision} as partition {key}")
+        return 0
+    default = pipeline.default_target.key  # registered by the first run or the sensor
+    partitions = set(instance.get_dynamic_partitions(TARGETS.name))
+    specs = pipeline.registry.specs()
+    rows = [
+        {
+            "key": key,
+            "target": spec.name,
+            "revision": spec.revision,
+            "partition": "yes" if key in partitions else "no",
+            "default": "yes" if key == default else "",
+        }
+        for key, spec in sorted({default: pipeline.default_target, **specs}.items())
+    ]
+    rows += [
+        {"key": k, "target": "(not registered)", "revision": "", "partition": "yes", "default": ""}
+        for k in sorted(partitions - set(specs))
+    ]
+    print(md_table(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", default=os.environ.get("FASTDRAFT_PROFILE", "default"))
+    common.add_argument("--root", default=os.environ.get("FASTDRAFT_HOME", "artifacts"))
+    common.add_argument(
+        "--target",
+        default=os.environ.get("FASTDRAFT_TARGET", ""),
+        help="hub id or local directory replacing the profile's target (registered on first use)",
+    )
+    common.add_argument(
+        "--partition", default="", help="a registered target's key (`fastdraft targets list`)"
+    )
+    parser = argparse.ArgumentParser(prog="fastdraft", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", parents=[common], help="materialize, then print the report")
+    run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'openvino_ir*'")
+    run.add_argument(
+        "--stale-only",
+        action="store_true",
+        help="only the selected assets that are stale or missing (the UI's 'Unsynced')",
+    )
+    sub.add_parser("report", parents=[common], help="print the last benchmark table again")
+    targets = sub.add_parser("targets", help="register and list targets (one partition each)")
+    tsub = targets.add_subparsers(dest="action", required=True)
+    add = tsub.add_parser(
+        "add", parents=[common], help="register a hub id, directory or embedded name"
+    )
+    add.add_argument("id", help="org/model[@revision], a local HF directory, or embedded:<name>")
+    add.add_argument("--revision", default="main", help="hub branch, tag or commit")
+    add.add_argument("--trust-remote-code", action="store_true")
+    tsub.add_parser("list", parents=[common], help="registered targets and their partitions")
     args = parser.parse_args(argv)
+    if args.command == "targets":
+        return targets_command(args)
     if args.command == "run":
         started = time.time()
-        ok = materialize_all(args.profile, args.root, args.target, args.select)
+        ok = materialize_all(
+            args.profile, args.root, args.target, args.select, args.partition, args.stale_only
+        )
         print(f"\nrun {'succeeded' if ok else 'FAILED'} in {time.time() - started:.0f} s")
         if not ok:
             return 1
-    print_report(args.profile, args.root, args.target)
+    print_report(args.profile, args.root, args.target, args.partition)
     return 0
 
 

@@ -1,8 +1,12 @@
-"""Assembles the code location: assets, checks and resources for the profile in the environment.
+"""Assembles the code location: assets, checks, resources, jobs, schedules and sensors.
 
 FASTDRAFT_PROFILE (tiny | default | paper), FASTDRAFT_HOME (artifact root) and FASTDRAFT_TARGET
 (a hub id or local directory overriding the profile's target) choose what `dagster dev` serves;
 FASTDRAFT_SOURCES names a YAML/JSON file of corpus sources replacing the profile's.
+FASTDRAFT_RETRAIN_CRON (default nightly 02:00), FASTDRAFT_OBSERVE_CRON (hourly at :30) and
+FASTDRAFT_CRON_TZ (UTC) set the retraining window and the target observation schedule; an
+invalid value stops the code location from loading with an error naming it.
+FASTDRAFT_ACCEPTANCE_TOLERANCE (0.02) is the alpha_greedy drop the acceptance check allows.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 
 import dagster as dg
 
+from fastdraft_dag import operations as ops
 from fastdraft_dag.assets import alignment, data, evaluation, export, target, training
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
@@ -18,9 +23,17 @@ from fastdraft_dag.resources.pipeline import FastDraftPipeline
 
 ASSET_MODULES = (target, data, training, alignment, export, evaluation)
 
-# Records the target's revision; a changed revision is what makes its draft chain stale.
+# Records the target's revision (one partition per target; all targets without a partition key);
+# a changed revision is what makes that target's draft chain stale.
 observe_targets = dg.define_asset_job(
-    "observe_targets", selection=dg.AssetSelection.keys("target_model")
+    "observe_targets", selection=dg.AssetSelection.assets("target_model")
+)
+# One target's whole chain, with a max runtime that run monitoring enforces (training is long).
+retrain_target = dg.define_asset_job(
+    "retrain_target",
+    selection=dg.AssetSelection.assets(*ops.TARGET_CHAIN),  # partitioned by target (inferred)
+    tags={dg.MAX_RUNTIME_SECONDS_TAG: str(ops.RETRAIN_MAX_RUNTIME_S)},
+    description="Rematerialize one target's chain (tokenized_shards -> benchmark_tables); up-to-date steps reuse their artifacts.",
 )
 
 
@@ -29,20 +42,43 @@ def build_defs(
     artifact_root: str = "artifacts",
     target_override: str = "",
     sources_file: str = "",
+    *,
+    retrain_cron: str | None = None,
+    observe_cron: str | None = None,
+    cron_timezone: str | None = None,
+    acceptance_tolerance: float | None = None,
 ) -> dg.Definitions:
+    env = os.environ.get
+    retrain_cron = ops.validate_cron(
+        "FASTDRAFT_RETRAIN_CRON",
+        retrain_cron or env("FASTDRAFT_RETRAIN_CRON", ops.DEFAULT_RETRAIN_CRON),
+    )
+    observe_cron = ops.validate_cron(
+        "FASTDRAFT_OBSERVE_CRON",
+        observe_cron or env("FASTDRAFT_OBSERVE_CRON", ops.DEFAULT_OBSERVE_CRON),
+    )
+    tz = ops.validate_timezone(
+        "FASTDRAFT_CRON_TZ", cron_timezone or env("FASTDRAFT_CRON_TZ", ops.DEFAULT_TIMEZONE)
+    )
+    if acceptance_tolerance is None:
+        acceptance_tolerance = float(env("FASTDRAFT_ACCEPTANCE_TOLERANCE", "0.02"))
     pipeline = FastDraftPipeline(
         profile_name=profile,
         artifact_root=artifact_root,
         target=target_override,
         sources_file=sources_file,
+        acceptance_tolerance=acceptance_tolerance,
     )
     threads = pipeline.profile.threads or os.cpu_count() or 1
+    assets = dg.load_assets_from_modules(ASSET_MODULES)
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(ASSET_MODULES),
-        jobs=[observe_targets],
+        assets=ops.with_automation(assets, ops.retrain_in_window(retrain_cron, tz)),
+        jobs=[observe_targets, retrain_target, ops.register_targets_job],
+        schedules=[ops.build_observe_schedule(observe_cron, tz, observe_targets)],
+        sensors=[ops.build_target_partitions_sensor(), ops.build_automation_sensor()],
         resources={
             "pipeline": pipeline,
-            "hpu": HPUTrainingResource(backend="auto", threads=threads),
+            "hpu": HPUTrainingResource.from_env(threads),  # FASTDRAFT_HPU_* (README)
             "core_ultra": CoreUltraResource(device="CPU", precision_hint="f32"),
         },
     )

@@ -2,20 +2,38 @@
 
 A draft is only useful for speculative decoding if it shares the target's tokenizer exactly:
 vocabulary size, special token ids, chat template. Everything else (width, depth, heads) is free,
-so the caller chooses a `DraftSize` and the rest is copied from the target here. Invalid sizes are
-refused before any tensor is allocated, with the offending setting named in the message.
+so the caller chooses a `DraftSize`, a preset name or "scaled" (`draft_sizes.py`) and the rest is
+copied from the target here: vocabulary, special token ids, RoPE (theta and scaling), norm epsilon,
+activation, and the context (capped at 2048). Invalid sizes, and sizes that cannot carry the
+target's settings (a context longer than the target's, a long-RoPE factor table of another
+head_dim, special ids past the vocabulary), are refused before any tensor is allocated, with the
+offending setting named in the message.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastdraft_dag.draft_sizes import (  # re-exported: profiles and callers import them here
+    PRESETS,
+    DraftConfigError,
+    DraftSize,
+    estimate_parameters,
+    resolve_size,
+    scaled_size,
+    validate_size,
+)
+
 if TYPE_CHECKING:
     from transformers import LlamaConfig
+
+__all__ = [
+    "PRESETS", "DraftConfigError", "DraftSize", "derive_draft_config", "estimate_parameters",
+    "init_draft", "scaled_size", "validate_size",
+]  # fmt: skip
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -25,47 +43,6 @@ TOKENIZER_FILES = (
     "generation_config.json",
 )
 MAX_DRAFT_CONTEXT = 2048
-
-
-class DraftConfigError(ValueError):
-    """A draft size or target that cannot make a valid draft; the message names the setting."""
-
-
-@dataclass(frozen=True)
-class DraftSize:
-    """The free part of a draft's architecture; everything else comes from the target."""
-
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    intermediate_size: int
-    max_position_embeddings: int | None = None  # None: min(target's, 2048)
-
-
-def validate_size(size: DraftSize) -> None:
-    """Refuse shapes that would fail deep inside transformers (or train a broken RoPE)."""
-    for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
-        if getattr(size, name) <= 0:
-            raise DraftConfigError(f"draft {name}={getattr(size, name)} must be positive")
-    if size.max_position_embeddings is not None and size.max_position_embeddings <= 0:
-        raise DraftConfigError(
-            f"draft max_position_embeddings={size.max_position_embeddings} must be positive"
-        )
-    if size.hidden_size % size.num_heads:
-        raise DraftConfigError(
-            f"draft hidden_size={size.hidden_size} is not divisible by num_heads={size.num_heads}"
-        )
-    if size.num_heads % size.num_kv_heads:
-        raise DraftConfigError(
-            f"draft num_heads={size.num_heads} is not divisible by num_kv_heads={size.num_kv_heads}"
-        )
-    head_dim = size.hidden_size // size.num_heads
-    if head_dim % 2:
-        raise DraftConfigError(
-            f"draft head_dim={head_dim} (hidden_size/num_heads) is odd; rotary embeddings need "
-            "an even head_dim"
-        )
 
 
 def _target_config(target_dir: Path) -> dict[str, Any]:
@@ -91,12 +68,45 @@ def _tokenizer_length(target_dir: Path) -> int:
     return len(AutoTokenizer.from_pretrained(target_dir))
 
 
-def derive_draft_config(target_dir: Path, size: DraftSize) -> LlamaConfig:
-    """A LlamaConfig with the target's vocabulary, special ids, RoPE and norm epsilon."""
+def _check_against_target(size: DraftSize, src: dict[str, Any], rope: dict[str, Any]) -> None:
+    """Settings a draft of this shape cannot take from this target, named."""
+    target_ctx = src.get("max_position_embeddings")
+    if size.max_position_embeddings and target_ctx and size.max_position_embeddings > target_ctx:
+        raise DraftConfigError(
+            f"draft max_position_embeddings={size.max_position_embeddings} exceeds the target's "
+            f"{target_ctx}: speculative decoding never reaches those positions"
+        )
+    head_dim = size.hidden_size // size.num_heads
+    for key in ("short_factor", "long_factor"):  # longrope (Phi-3 128k): one factor per dim pair
+        factors = rope.get(key)
+        if factors is not None and len(factors) != head_dim // 2:
+            raise DraftConfigError(
+                f"target rope_type {rope.get('rope_type')!r} has {len(factors)} {key} entries "
+                f"(one per rotary pair of the target's head_dim {2 * len(factors)}); the draft's "
+                f"head_dim={head_dim} (hidden_size/num_heads) must be {2 * len(factors)}"
+            )
+    vocab = int(src["vocab_size"])
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        ids = src.get(key)
+        ids = ids if isinstance(ids, list) else [] if ids is None else [ids]
+        if any(int(i) >= vocab or int(i) < 0 for i in ids):
+            raise DraftConfigError(f"target {key}={src.get(key)} is outside vocab_size={vocab}")
+
+
+def derive_draft_config(target_dir: Path, size: DraftSize | str) -> LlamaConfig:
+    """A LlamaConfig with the target's vocabulary, special ids, RoPE and norm epsilon.
+
+    `size` is a DraftSize, a preset name (`PRESETS`) or "scaled[:fraction]" of the target.
+    """
     from transformers import LlamaConfig
 
-    validate_size(size)
+    if isinstance(size, DraftSize):
+        validate_size(size)  # before the target is read: a bad shape fails fast
     src = _target_config(target_dir)
+    size = resolve_size(size, src)
+    validate_size(size)
+    rope = _rope_parameters(src)
+    _check_against_target(size, src, rope)
     vocab_size = int(src["vocab_size"])
     tokenizer_len = _tokenizer_length(target_dir)
     if tokenizer_len > vocab_size:
@@ -114,14 +124,14 @@ def derive_draft_config(target_dir: Path, size: DraftSize) -> LlamaConfig:
         num_key_value_heads=size.num_kv_heads,
         head_dim=size.hidden_size // size.num_heads,
         max_position_embeddings=size.max_position_embeddings or min(target_ctx, MAX_DRAFT_CONTEXT),
-        rope_parameters=_rope_parameters(src),
+        rope_parameters=rope,
         rms_norm_eps=float(src.get("rms_norm_eps", 1e-5)),
         hidden_act=src.get("hidden_act", "silu"),
         bos_token_id=src.get("bos_token_id"),
         eos_token_id=src.get("eos_token_id"),
         pad_token_id=src.get("pad_token_id"),
         unk_token_id=src.get("unk_token_id"),
-        tie_word_embeddings=True,
+        tie_word_embeddings=size.tie_word_embeddings,
     )
 
 
@@ -143,13 +153,16 @@ def count_parameters(model: Any) -> dict[str, int]:
 
 
 def _add_legacy_rope_keys(config_path: Path) -> None:
-    """Also write `rope_theta` at the top level: transformers 4.x (the Gaudi env) ignores
-    `rope_parameters` and would silently train with theta 10000. transformers 5 accepts both."""
+    """Also write `rope_theta` (and `rope_scaling` for scaled RoPE, e.g. Llama 3.1's "llama3") at
+    the top level: transformers 4.x (the Gaudi env) ignores `rope_parameters` and would silently
+    train with theta 10000 and no scaling. transformers 5 accepts both."""
     config = json.loads(config_path.read_text())
     rope = config.get("rope_parameters") or {}
     if "rope_theta" in rope and "rope_theta" not in config:
         config["rope_theta"] = rope["rope_theta"]
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if rope.get("rope_type", "default") != "default" and not config.get("rope_scaling"):
+        config["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def target_embedding_projection(target_dir: Path, hidden_size: int) -> Any:
@@ -183,7 +196,11 @@ def target_embedding_projection(target_dir: Path, hidden_size: int) -> Any:
 
 
 def init_draft(
-    target_dir: Path, size: DraftSize, out_dir: Path, seed: int = 0, init_embeddings: str = "random"
+    target_dir: Path,
+    size: DraftSize | str,
+    out_dir: Path,
+    seed: int = 0,
+    init_embeddings: str = "random",
 ) -> dict[str, int]:
     """Write a fresh draft (safetensors + the target's tokenizer files) to `out_dir`.
 
@@ -203,7 +220,7 @@ def init_draft(
     if init_embeddings == "target":
         with torch.no_grad():
             model.get_input_embeddings().weight.copy_(
-                target_embedding_projection(target_dir, size.hidden_size)
+                target_embedding_projection(target_dir, config.hidden_size)
             )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,17 +7,56 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+# Headline training figures, in the order a reader wants them: (metrics key, label, format).
+TRAINING_FIGURES = (
+    ("parameters", "parameters", "{:,}"),
+    ("val_loss", "validation loss (last stage)", "{:.4f}"),
+    ("tokens", "training tokens", "{:,}"),
+    ("tokens_per_s", "throughput (tokens/s, all devices)", "{:,.0f}"),
+    ("mfu", "model FLOPs utilization", "{:.1%}"),
+    ("peak_flops_per_device", "peak FLOP/s per device (MFU denominator)", "{:.3g}"),
+    ("peak_flops_source", "peak figure from", "{}"),
+    ("backend", "backend", "{}"),
+    ("world_size", "devices (processes)", "{}"),
+    ("dtype", "precision requested", "{}"),
+    ("bf16_autocast", "bf16 autocast used", "{}"),
+    ("train_seconds", "training time (s)", "{:,.0f}"),
+)
+
+
+def training_table(metrics: Mapping[str, Any]) -> list[str]:
+    """A markdown table of the headline figures present in `metrics` (none: no table)."""
+    rows = []
+    for key, label, fmt in TRAINING_FIGURES:
+        value = metrics.get(key)
+        if value is None:
+            continue
+        try:
+            rows.append(f"| {label} | {fmt.format(value)} |")
+        except (TypeError, ValueError):
+            rows.append(f"| {label} | {value} |")
+    stages = [s for s in metrics.get("stages", []) if isinstance(s, Mapping)]
+    for s in stages:
+        loss = s.get("val_loss")
+        rows.append(
+            f"| stage `{s.get('name')}` | {s.get('steps')} steps, val loss "
+            f"{loss if loss is None else round(loss, 4)}, {s.get('tokens_per_s', 0):,.0f} tok/s |"
+        )
+    return ["| figure | value |", "|---|---|", *rows] if rows else []
+
 
 def write_model_card(
     model_dir: Path, title: str, target: str, metrics: Mapping[str, Any], lineage: Mapping[str, str]
 ) -> None:
     front = "---\nlibrary_name: transformers\ntags:\n- speculative-decoding\n- fastdraft\n---\n"
+    table = training_table(metrics)
     body = [
         f"# {title}",
         "",
         f"A FastDraft draft model for `{target}`: same tokenizer, vocabulary, special tokens and chat"
         " template, meant as `assistant_model` / `draft_model` in speculative decoding.",
         "",
+        *(["## Training", "", *table, ""] if table else []),
         "## Metrics",
         "```json",
         json.dumps(metrics, indent=2, default=str),

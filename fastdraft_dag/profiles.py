@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from fastdraft_dag.dedup import DedupConfig
-from fastdraft_dag.draft_config import DraftSize
+from fastdraft_dag.draft_config import PRESETS, DraftSize
 from fastdraft_dag.filters import FilterConfig
 from fastdraft_dag.sources import SourceSpec
 
@@ -338,14 +338,8 @@ PAPER = Profile(
     ),
     shards=ShardsConfig(seq_len=2048, seqs_per_shard=8192, val_fraction=0.001),
     pretrain=PretrainConfig(
-        draft=DraftSize(
-            hidden_size=512,
-            num_layers=4,
-            num_heads=8,
-            num_kv_heads=8,
-            intermediate_size=1536,
-            max_position_embeddings=4096,
-        ),
+        # The paper's ~50M draft for Phi-3-mini's 32k vocabulary (d768 x 4, tied; draft_sizes.py).
+        draft=replace(PRESETS["fastdraft-50m"], max_position_embeddings=4096),
         stages=(
             StageConfig(
                 "pretrain", steps=76_000, batch_size=64, lr=1e-3, warmup_steps=2000, eval_every=2000

@@ -244,18 +244,75 @@ def resolve_hub(
     )
 
 
+def is_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith(("/", ".", "~"))
+
+
+def target_kind(name: str) -> str:
+    """`embedded`, `local` or `hub`; a name that is none of them is a TargetError."""
+    if name.startswith("embedded:"):
+        if name not in (EMBEDDED_NAME, TINY_NAME):
+            raise TargetError(
+                f"target {name!r}: unknown embedded target (known: {EMBEDDED_NAME}, {TINY_NAME})"
+            )
+        return "embedded"
+    if Path(name).expanduser().exists():
+        return "local"
+    if is_hub_id(name):
+        return "hub"
+    raise TargetError(f"target {name!r}: not an embedded name, an existing directory or a hub id")
+
+
+def hub_commit(repo_id: str, revision: str = "main") -> str:
+    """The commit a hub revision points at now, from the hub's API (no download)."""
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().model_info(repo_id, revision=revision, timeout=20)
+    except Exception as exc:  # offline, missing repo or revision, auth: the user sees why
+        raise TargetError(
+            f"target {repo_id!r}@{revision}: cannot be resolved on the hub ({exc})"
+        ) from exc
+    return info.sha
+
+
+def check_target(name: str, revision: str = "main") -> str:
+    """Confirm that a target can be resolved, cheaply (no weights are downloaded); its kind.
+
+    Used before a target is registered, so an unresolvable id is refused up front.
+    """
+    kind = target_kind(name)
+    if kind == "embedded":
+        embedded_gguf_path()
+    elif kind == "local":
+        if not (Path(name).expanduser() / "config.json").is_file():
+            raise TargetError(
+                f"target {name!r}: not a Hugging Face model directory (no config.json)"
+            )
+    else:
+        hub_commit(name, revision)
+    return kind
+
+
+def observe_revision(
+    name: str, cache_root: Path, revision: str = "main", trust_remote_code: bool = False
+) -> str:
+    """The target's current revision: a hub commit asks the hub's API, never downloads weights;
+    local and embedded targets are hashed (the embedded ones are converted once, then cached)."""
+    if target_kind(name) == "hub":
+        return hub_commit(name, revision)
+    return resolve_target(name, cache_root, revision, trust_remote_code).revision
+
+
 def resolve_target(
     name: str, cache_root: Path, revision: str = "main", trust_remote_code: bool = False
 ) -> ResolvedTarget:
     """`embedded:...`, an existing local directory, or `org/model` on the hub."""
+    kind = target_kind(name)
     if name == TINY_NAME:
         return resolve_tiny(cache_root)
-    if name.startswith("embedded:"):
-        if name != EMBEDDED_NAME:
-            raise TargetError(f"target {name!r}: unknown embedded target (known: {EMBEDDED_NAME})")
+    if kind == "embedded":
         return resolve_embedded(cache_root)
-    if Path(name).expanduser().exists():
+    if kind == "local":
         return resolve_local(Path(name), trust_remote_code)
-    if name.count("/") == 1 and not name.startswith(("/", ".")):
-        return resolve_hub(name, revision, cache_root, trust_remote_code)
-    raise TargetError(f"target {name!r}: not an embedded name, an existing directory or a hub id")
+    return resolve_hub(name, revision, cache_root, trust_remote_code)

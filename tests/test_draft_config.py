@@ -7,12 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from fastdraft_dag.draft_config import DraftConfigError, DraftSize, derive_draft_config, init_draft
+from fastdraft_dag.draft_config import (
+    PRESETS,
+    DraftConfigError,
+    DraftSize,
+    derive_draft_config,
+    estimate_parameters,
+    init_draft,
+    scaled_size,
+)
 
 SMALL = DraftSize(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
 
 
-def write_small_target(root: Path, vocab_size: int = 512, tokenizer_words: int = 512) -> Path:
+def write_small_target(
+    root: Path, vocab_size: int = 512, tokenizer_words: int = 512, **config_overrides
+) -> Path:
     """A target dir with a word-level tokenizer: enough for config derivation, no model needed."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
@@ -31,7 +41,7 @@ def write_small_target(root: Path, vocab_size: int = 512, tokenizer_words: int =
               "eos_token_id": 2, "pad_token_id": 2, "unk_token_id": 0, "rms_norm_eps": 1e-6,
               "max_position_embeddings": 8192,
               "rope_parameters": {"rope_theta": 50000.0, "rope_type": "default"}}  # fmt: skip
-    (root / "config.json").write_text(json.dumps(config))
+    (root / "config.json").write_text(json.dumps({**config, **config_overrides}))
     return root
 
 
@@ -119,3 +129,85 @@ def test_embedding_init_rejects_bad_requests(tiny_target_dir, tmp_path):
         init_draft(tiny_target_dir, size, tmp_path / "a", init_embeddings="svd")
     with pytest.raises(DraftConfigError, match="hidden_size 128 exceeds the target's 64"):
         init_draft(tiny_target_dir, size, tmp_path / "b", init_embeddings="target")
+
+
+PHI3_MINI = {
+    "vocab_size": 32064,
+    "hidden_size": 3072,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "intermediate_size": 8192,
+}
+LLAMA31_8B = {"vocab_size": 128256, "hidden_size": 4096, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336}  # fmt: skip
+
+
+def test_presets_have_the_papers_sizes() -> None:
+    # FastDraft: ~50M parameters for Phi-3-mini (32k vocabulary), ~150M for Llama-3.1-8B (128k).
+    assert estimate_parameters(PRESETS["fastdraft-50m"], 32064) == pytest.approx(50e6, rel=0.03)
+    assert estimate_parameters(PRESETS["fastdraft-150m"], 128256) == pytest.approx(150e6, rel=0.03)
+    assert all(p.tie_word_embeddings for p in PRESETS.values())
+
+
+def test_parameter_estimate_is_exact(tmp_path: Path) -> None:
+    target = write_small_target(tmp_path / "t")
+    for size in (SMALL, DraftSize(64, 2, 4, 2, 128, tie_word_embeddings=False)):
+        counts = init_draft(target, size, tmp_path / f"d{size.tie_word_embeddings}")
+        assert counts["parameters"] == estimate_parameters(size, 512)
+
+
+def test_untied_head_is_an_explicit_choice(tmp_path: Path) -> None:
+    target = write_small_target(tmp_path / "t")
+    assert derive_draft_config(target, SMALL).tie_word_embeddings is True
+    untied = DraftSize(64, 2, 4, 2, 128, tie_word_embeddings=False)
+    assert derive_draft_config(target, untied).tie_word_embeddings is False
+
+
+def test_scaled_size_follows_the_target() -> None:
+    assert scaled_size(PHI3_MINI) == PRESETS["fastdraft-50m"]  # 1.5% of 3.8B: the paper's draft
+    llama = scaled_size(LLAMA31_8B)
+    assert 100e6 < estimate_parameters(llama, 128256) < 160e6 and llama.num_layers == 4
+    bigger = scaled_size(LLAMA31_8B, fraction=0.03)
+    assert estimate_parameters(bigger, 128256) > estimate_parameters(llama, 128256)
+    with pytest.raises(DraftConfigError, match="fraction=2"):
+        scaled_size(PHI3_MINI, fraction=2)
+
+
+def test_sizes_by_name_resolve_against_the_real_target(target_dir: Path) -> None:
+    scaled = derive_draft_config(target_dir, "scaled")  # SmolLM2-135M: the default profile's d128x4
+    assert (scaled.hidden_size, scaled.num_hidden_layers, scaled.vocab_size) == (128, 4, 49152)
+    assert derive_draft_config(target_dir, "fastdraft-50m").hidden_size == 768
+    with pytest.raises(DraftConfigError, match="'huge'.*fastdraft-50m"):
+        derive_draft_config(target_dir, "huge")
+
+
+def test_settings_the_draft_cannot_carry_are_named(tmp_path: Path) -> None:
+    long_ctx = DraftSize(64, 2, 4, 2, 128, max_position_embeddings=16384)
+    with pytest.raises(
+        DraftConfigError, match="max_position_embeddings=16384 exceeds the target's 8192"
+    ):
+        derive_draft_config(write_small_target(tmp_path / "a"), long_ctx)
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 48,
+            "long_factor": [1.0] * 48, "original_max_position_embeddings": 4096}  # fmt: skip
+    phi3_128k = write_small_target(tmp_path / "b", rope_parameters=rope)
+    with pytest.raises(DraftConfigError, match="head_dim=16 .* must be 96"):
+        derive_draft_config(phi3_128k, SMALL)
+    fits = derive_draft_config(phi3_128k, DraftSize(192, 2, 2, 1, 256))  # head_dim 96
+    assert fits.rope_parameters["rope_type"] == "longrope"
+    with pytest.raises(DraftConfigError, match="eos_token_id=700 is outside vocab_size=512"):
+        derive_draft_config(write_small_target(tmp_path / "c", eos_token_id=700), SMALL)
+
+
+def test_scaled_rope_survives_for_transformers_4(tmp_path: Path) -> None:
+    """Llama 3.1's "llama3" RoPE scaling must reach the Gaudi env (transformers 4.55) too."""
+    from transformers import AutoConfig
+
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}  # fmt: skip
+    target = write_small_target(tmp_path / "t", rope_parameters=rope)
+    init_draft(target, SMALL, tmp_path / "d")
+    raw = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert raw["rope_theta"] == 500000.0
+    assert raw["rope_scaling"]["rope_type"] == "llama3" and raw["rope_scaling"]["factor"] == 8.0
+    assert AutoConfig.from_pretrained(tmp_path / "d").rope_parameters["rope_type"] == "llama3"

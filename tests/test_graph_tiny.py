@@ -17,6 +17,7 @@ from conftest import CACHE
 from fastdraft_dag import profiles
 from fastdraft_dag.cli import ORDER
 from fastdraft_dag.definitions import build_defs
+from fastdraft_dag.operations import ensure_default_target
 from fastdraft_dag.storage.artifacts import ArtifactStore
 from fastdraft_dag.storage.tables import query
 
@@ -32,13 +33,19 @@ def _root(tmp_path_factory) -> Path:
 
 
 def _run(defs: dg.Definitions, instance: dg.DagsterInstance, selection: str = "*"):
-    observed = defs.resolve_job_def("observe_targets").execute_in_process(instance=instance)
+    """Register the profile's target as a partition (as the CLI and the sensor do), observe it,
+    then materialize the selection for that partition."""
+    key = ensure_default_target(instance, defs.resources["pipeline"])
+    observed = defs.resolve_job_def("observe_targets").execute_in_process(
+        instance=instance, partition_key=key
+    )
     assert observed.success
     return dg.materialize(
         list(defs.assets),
         instance=instance,
         resources=defs.resources,
         selection=selection,
+        partition_key=key,
         raise_on_error=False,
     )
 
@@ -217,3 +224,124 @@ def test_target_observation_records_its_revision(tiny):
     assert records, "target_model was never observed"
     revision = resolve_target(TINY_NAME, root / "targets").revision
     assert records[0].asset_observation.data_version == revision
+
+
+def test_kd_quality_checks_fail_on_empty_and_warn_on_truncated(tiny):
+    _, _, _, result = tiny
+    checks = {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "synthetic_kd_dataset"
+    }
+    empty, truncated = checks["kd_no_empty_responses"], checks["kd_truncated_responses"]
+    assert empty.passed is True and empty.metadata["empty"].value == 0
+    n = truncated.metadata["truncated"].value
+    # The tiny target samples long answers: kept on purpose, so a warning, not a failure.
+    assert truncated.passed is (n == 0) and truncated.severity == dg.AssetCheckSeverity.WARN
+    assert result.asset_materializations_for_node("aligned_draft"), "a warning must not block"
+
+
+def test_acceptance_check_blocks_a_regression_against_the_previous_run(tiny):
+    """First benchmark: nothing to compare, passes. A previous run of the same target that
+    accepted far more makes the (reused) benchmark's blocking check fail, naming the task."""
+    import datetime
+
+    from fastdraft_dag.storage.tables import connect
+
+    root, defs, instance, result = tiny
+    first = next(
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "acceptance_not_regressed"
+    )
+    assert first.passed is True
+    art = ArtifactStore(root).latest("benchmark_tables", "tiny-random")
+    alphas = {
+        r["task"]: r["alpha_greedy"]
+        for r in json.loads((art.path / "results.json").read_text())["offline"]
+    }
+    task = min(alphas, key=alphas.get)  # a previous run that accepted far more on this task
+    assert alphas[task] < 0.9, alphas
+    db = root / "fastdraft.duckdb"
+    con = connect(db)
+    try:
+        con.execute(
+            "INSERT INTO benchmark_offline (run_id, created_at, artifact_version, target, task, k, "
+            "alpha_greedy) VALUES ('fake', ?, 'older-benchmark', 'embedded:tiny-random', ?, 1, 1.0)",
+            [datetime.datetime.now() - datetime.timedelta(days=1), task],
+        )
+    finally:
+        con.close()
+    try:
+        again = _run(defs, instance, selection="benchmark_tables")
+    finally:
+        con = connect(db)
+        con.execute("DELETE FROM benchmark_offline WHERE run_id = 'fake'")
+        con.close()
+    check = next(
+        e for e in again.get_asset_check_evaluations() if e.check_name == "acceptance_not_regressed"
+    )
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+    assert task in check.description and "older-benchmark" in check.description
+    assert not again.success, "a blocking check failure fails the step"
+
+
+def test_cli_stale_only_runs_nothing_when_everything_is_fresh(tiny, monkeypatch, capsys):
+    from fastdraft_dag import cli
+
+    root, _, instance, _ = tiny
+    monkeypatch.setattr(cli, "_instance", lambda: instance)
+    before = len(instance.get_run_records())
+    assert cli.main(["run", "--profile", "tiny", "--root", str(root), "--stale-only"]) == 0
+    out = capsys.readouterr().out
+    assert "stale or missing for tiny-random: none" in out
+    # Only the observation ran: no materialization run was launched.
+    assert len(instance.get_run_records()) == before + 1
+
+
+def test_killed_training_resumes_on_rematerialization(tiny, monkeypatch):
+    """kill -9 the trainer mid-run: its checkpoints stay in the artifact's partial directory, and
+    materializing the same asset again resumes from them instead of starting over."""
+    import threading
+    import time
+
+    import psutil
+
+    root, _, instance, _ = tiny
+    variant = dataclasses.replace(
+        profiles.TINY,
+        name="resume",
+        pretrain=dataclasses.replace(profiles.TINY.pretrain, seed=7),  # a new artifact version
+    )
+    monkeypatch.setitem(profiles.PROFILES, "resume", variant)
+    monkeypatch.setenv("FASTDRAFT_CHECKPOINT_EVERY", "2")
+    defs = build_defs("resume", str(root))
+    partition = root / "pretrained_draft" / "tiny-random"
+    killed = []
+
+    def kill_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 300
+        while not list(partition.glob(".*.partial/_checkpoints/LATEST")):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        for child in psutil.Process().children(recursive=True):
+            if "fastdraft_dag.training.run" in " ".join(child.cmdline()):
+                child.kill()
+                killed.append(child.pid)
+
+    watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    watcher.start()
+    first = _run(defs, instance, selection="pretrained_draft")
+    watcher.join(timeout=60)
+    assert killed and not first.success
+    (partial,) = partition.glob(".*.partial")
+    assert (partial / "_checkpoints" / "LATEST").is_file()
+
+    second = _run(defs, instance, selection="pretrained_draft")
+    assert second.success
+    messages = [r.user_message for r in instance.all_logs(second.run_id)]
+    assert any("resuming from step-" in m for m in messages), messages[-30:]
+    final = Path(_metadata(second, "pretrained_draft")["path"])
+    assert final.name == partial.name.split(".")[1] and not partial.exists()
+    assert not (final / "_checkpoints").exists() and (final / "tensorboard").is_dir()

@@ -6,6 +6,7 @@ from collections import Counter
 import dagster as dg
 
 from fastdraft_dag.assets.common import (
+    TARGETS,
     build_artifact,
     result,
     tokenizer_check,
@@ -14,24 +15,84 @@ from fastdraft_dag.assets.common import (
 from fastdraft_dag.kd import build_sft_arrays, generate_responses, read_rows, save_sft_npz
 from fastdraft_dag.model_card import write_model_card
 from fastdraft_dag.prompts import kd_prompts
+from fastdraft_dag.quality import kd_response_quality
 from fastdraft_dag.report import md_table
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.tables import record_rows
+
+KD_EMPTY = "kd_no_empty_responses"
+KD_TRUNCATED = "kd_truncated_responses"
+KD_CHECKS = [
+    dg.AssetCheckSpec(
+        KD_EMPTY,
+        asset="synthetic_kd_dataset",
+        blocking=True,
+        description="No response is empty (no text or no tokens): an empty answer teaches nothing and means generation broke.",
+    ),
+    # Not blocking: truncated answers are kept on purpose, and a blocking check that warns
+    # would also hold aligned_draft out of the retraining window (it waits for passed checks).
+    dg.AssetCheckSpec(
+        KD_TRUNCATED,
+        asset="synthetic_kd_dataset",
+        description="Responses cut at max_new_tokens, counted; warns when there are any (the profiles keep them on purpose: align.drop_truncated).",
+    ),
+]
+
+
+def kd_quality_checks(quality: dict, drops: dict) -> list[dg.AssetCheckResult]:
+    """Empty responses fail; truncated ones warn: they are still the target's distribution."""
+    counts = {
+        "rows": quality["rows"],
+        "by_task": dg.MetadataValue.json(quality["by_task"]),
+    }
+    empty = dg.AssetCheckResult(
+        check_name=KD_EMPTY,
+        asset_key="synthetic_kd_dataset",
+        passed=quality["empty"] == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{quality['empty']} of {quality['rows']} responses are empty",
+        metadata={
+            **counts,
+            "empty": quality["empty"],
+            "dropped_at_generation": dg.MetadataValue.json(drops),
+        },
+    )
+    truncated = dg.AssetCheckResult(
+        check_name=KD_TRUNCATED,
+        asset_key="synthetic_kd_dataset",
+        passed=quality["truncated"] == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{quality['truncated']} of {quality['rows']} responses stopped at max_new_tokens "
+            "(kept unless align.drop_truncated)"
+        ),
+        metadata={
+            **counts,
+            "truncated": quality["truncated"],
+            "truncated_fraction": quality["truncated_fraction"],
+        },
+    )
+    return [empty, truncated]
 
 
 @dg.asset(
     group_name="alignment",
     code_version="1",
     deps=["target_model"],
-    kinds={"pytorch", "jsonl"},
-    retry_policy=dg.RetryPolicy(max_retries=1),
+    partitions_def=TARGETS,
+    kinds={"pytorch", "jsonl", "duckdb"},
+    pool="hpu",  # the target generates on the accelerator server: one heavy job there at a time
+    # Generation is resumable (rows are appended per batch), so a retry after a transient
+    # failure (memory pressure, a killed worker) continues where the first attempt stopped.
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
+    check_specs=KD_CHECKS,
     description="Instruction (ShareGPT first turns) and code (stdlib functions) prompts, disjoint from every evaluation set, answered by the target with its chat template, batched and resumable. Rows have stable ids.",
 )
 def synthetic_kd_dataset(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline
 ) -> dg.MaterializeResult:
-    target = pipeline.resolve_target()
+    target = pipeline.resolve_target(context.partition_key)
     cfg = pipeline.profile.kd
 
     def build(out):
@@ -105,13 +166,15 @@ def synthetic_kd_dataset(
             "drops": dg.MetadataValue.json(m.get("drops", {})),
             "sample": dg.MetadataValue.md(md_table(sample)),
         },
+        kd_quality_checks(kd_response_quality(rows), m.get("drops", {})),
     )
 
 
 @dg.asset(
     group_name="alignment",
-    code_version="1",
+    code_version="2",
     deps=["pretrained_draft", "synthetic_kd_dataset", "target_model"],
+    partitions_def=TARGETS,
     kinds={"pytorch", "hpu"},
     pool="hpu",
     tags={"dagster/max_runtime": str(12 * 3600)},
@@ -121,7 +184,7 @@ def synthetic_kd_dataset(
 def aligned_draft(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, hpu: HPUTrainingResource
 ) -> dg.MaterializeResult:
-    target = pipeline.resolve_target()
+    target = pipeline.resolve_target(context.partition_key)
     pretrained = pipeline.store.latest("pretrained_draft", target.key)
     kd = pipeline.store.latest("synthetic_kd_dataset", target.key)
     cfg = pipeline.profile.align
@@ -144,8 +207,9 @@ def aligned_draft(
             "dtype": pipeline.profile.pretrain.dtype,
             "stages": [cfg.stage.to_spec({"kind": "sft", "path": str(npz)})],
         }
-        metrics = hpu.train(context, spec, out / "_work")
-        shutil.rmtree(out / "_work", ignore_errors=True)
+        metrics = hpu.train(context, spec, out / "_work")  # checkpoints: out/_checkpoints
+        for scratch in (out / "_work", out / "_checkpoints"):
+            shutil.rmtree(scratch, ignore_errors=True)
         metrics = {**metrics, "sft_data": data_stats}
         write_model_card(
             out,
@@ -167,6 +231,7 @@ def aligned_draft(
             "target_model": target.revision,
         },
         build=build,
+        resumable=True,  # a killed run leaves .<version>.partial/_checkpoints; a rerun resumes
     )
     m = art.metrics
     return result(
@@ -174,6 +239,8 @@ def aligned_draft(
         art,
         {
             "val_loss": m.get("val_loss"),
+            "mfu": m.get("mfu"),
+            "tensorboard": dg.MetadataValue.path(str(art.path / "tensorboard")),
             "pretrained_val_loss_on_kd": (m.get("stages") or [{}])[0].get("initial_val_loss"),
             "tokens_per_s": m.get("tokens_per_s"),
             "sft_data": dg.MetadataValue.json(m.get("sft_data", {})),

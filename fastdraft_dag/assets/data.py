@@ -6,6 +6,7 @@ import os
 import dagster as dg
 
 from fastdraft_dag.assets.common import (
+    TARGETS,
     build_artifact,
     result,
     tokenizer_check,
@@ -93,6 +94,7 @@ def filtered_corpora(
     group_name="data",
     code_version="2",
     deps=["filtered_corpora", "target_model"],
+    partitions_def=TARGETS,
     kinds={"numpy"},
     check_specs=[
         tokenizer_check_spec("tokenized_shards"),
@@ -103,7 +105,7 @@ def filtered_corpora(
 def tokenized_shards(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline
 ) -> dg.MaterializeResult:
-    target = pipeline.resolve_target()
+    target = pipeline.resolve_target(context.partition_key)
     corpora = pipeline.store.latest("filtered_corpora", SHARED)
     cfg = pipeline.profile.shards
 

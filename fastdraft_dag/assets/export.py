@@ -3,7 +3,7 @@
 import dagster as dg
 from transformers import AutoTokenizer
 
-from fastdraft_dag.assets.common import build_artifact, result
+from fastdraft_dag.assets.common import TARGETS, build_artifact, result
 from fastdraft_dag.openvino_export import check_ir_logits, export_ir
 from fastdraft_dag.report import md_table
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
@@ -16,14 +16,18 @@ LOGIT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "int8": 5.0, "int4": 10.0}
     group_name="export",
     code_version="1",
     deps=["aligned_draft", "target_model"],
-    kinds={"openvino"},
-    retry_policy=dg.RetryPolicy(max_retries=1),
+    partitions_def=TARGETS,
+    kinds={"openvino", "pytorch"},
+    pool="core_ultra",  # export and IR checks run where the IR is benchmarked
+    # Export is deterministic, but optimum-intel/NNCF can fail on a transient resource problem
+    # (temp space, memory pressure from a concurrent run): one retry after a pause.
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
     description="The aligned draft (each configured precision, NNCF weight compression for int8) and the target, exported with optimum-intel, each IR's logits compared with PyTorch.",
 )
 def openvino_ir(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline
 ) -> dg.MaterializeResult:
-    target = pipeline.resolve_target()
+    target = pipeline.resolve_target(context.partition_key)
     draft = pipeline.store.latest("aligned_draft", target.key)
     cfg = pipeline.profile.export
 

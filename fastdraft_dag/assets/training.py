@@ -5,6 +5,7 @@ import shutil
 import dagster as dg
 
 from fastdraft_dag.assets.common import (
+    TARGETS,
     build_artifact,
     result,
     tokenizer_check,
@@ -18,18 +19,19 @@ from fastdraft_dag.resources.pipeline import FastDraftPipeline
 
 @dg.asset(
     group_name="training",
-    code_version="1",
+    code_version="2",
     deps=["tokenized_shards", "target_model"],
+    partitions_def=TARGETS,
     kinds={"pytorch", "hpu"},
     pool="hpu",
     tags={"dagster/max_runtime": str(24 * 3600)},
     check_specs=[tokenizer_check_spec("pretrained_draft")],
-    description="A small Llama-style draft with the target's vocabulary and tokenizer, pre-trained from scratch on text then on a code + text mix, through the HPU training resource (a separate process via Dagster Pipes).",
+    description="A small Llama-style draft with the target's vocabulary and tokenizer, pre-trained from scratch on text then on a code + text mix, through the HPU training resource (a separate process via Dagster Pipes). Resumable: checkpoints live in the artifact's partial directory until it is complete.",
 )
 def pretrained_draft(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, hpu: HPUTrainingResource
 ) -> dg.MaterializeResult:
-    target = pipeline.resolve_target()
+    target = pipeline.resolve_target(context.partition_key)
     shards = pipeline.store.latest("tokenized_shards", target.key)
     cfg = pipeline.profile.pretrain
     derive_draft_config(target.path, cfg.draft)  # an invalid draft fails here, before any training
@@ -49,9 +51,9 @@ def pretrained_draft(
                 for s in cfg.stages
             ],
         }
-        metrics = hpu.train(context, spec, out / "_work")
-        shutil.rmtree(init_dir)
-        shutil.rmtree(out / "_work", ignore_errors=True)
+        metrics = hpu.train(context, spec, out / "_work")  # checkpoints: out/_checkpoints
+        for scratch in (init_dir, out / "_work", out / "_checkpoints"):
+            shutil.rmtree(scratch, ignore_errors=True)
         metrics = {**sizes, **metrics}
         write_model_card(
             out,
@@ -69,6 +71,7 @@ def pretrained_draft(
         config={**pipeline.profile.section("pretrain"), "backend": hpu.backend},
         inputs={"tokenized_shards": shards.data_version, "target_model": target.revision},
         build=build,
+        resumable=True,  # a killed run leaves .<version>.partial/_checkpoints; a rerun resumes
     )
     m = art.metrics
     return result(
@@ -78,6 +81,9 @@ def pretrained_draft(
             "parameters": m.get("parameters"),
             "val_loss": m.get("val_loss"),
             "tokens_per_s": m.get("tokens_per_s"),
+            "mfu": m.get("mfu"),
+            "backend": f"{m.get('backend')} x{m.get('world_size', 1)}",
+            "tensorboard": dg.MetadataValue.path(str(art.path / "tensorboard")),
             "stages": dg.MetadataValue.json(m.get("stages", [])),
         },
         [tokenizer_check("pretrained_draft", art.path, target.path, target.name)],

@@ -7,6 +7,8 @@ transaction (and Dagster runs that write share a pool of 1).
 from __future__ import annotations
 
 import datetime
+import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,9 +39,31 @@ SCHEMA = {
 }
 
 
-def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
+LOCK_WAIT_SECONDS = 300.0
+
+
+def _open(db_path: Path, wait: float) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting while another process holds it.
+
+    DuckDB lets one process at a time open a file read-write; a second one fails at once with
+    "Could not set lock". Runs outside the `duckdb_writer` pool (KD rows, benchmark rows, the CLI,
+    a report) only hold it for a short transaction, so waiting for it is the right answer.
+    """
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(db_path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay + random.uniform(0, delay))
+            delay = min(delay * 2, 1.0)
+
+
+def connect(db_path: Path, wait: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db_path))
+    con = _open(Path(db_path), wait)
     for table, columns in SCHEMA.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
         # Additive migration: a newer schema adds columns, history from older runs stays.
@@ -96,3 +120,31 @@ def query(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str,
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     finally:
         con.close()
+
+
+def previous_acceptance(
+    db_path: Path, target: str, current_version: str
+) -> tuple[str | None, dict[str, float]]:
+    """alpha_greedy per task of the target's newest benchmark before `current_version`.
+
+    "Previous" is the most recently written artifact version other than the current one, so a
+    rerun that reuses the current artifact still compares against the run before it.
+    """
+    if not Path(db_path).exists():
+        return None, {}
+    rows = query(
+        db_path,
+        """
+        WITH prev AS (
+            SELECT artifact_version FROM benchmark_offline
+            WHERE target = ? AND artifact_version <> ?
+            GROUP BY artifact_version ORDER BY max(created_at) DESC LIMIT 1)
+        SELECT b.artifact_version, b.task, avg(b.alpha_greedy) AS alpha_greedy
+        FROM benchmark_offline b JOIN prev USING (artifact_version)
+        GROUP BY b.artifact_version, b.task
+        """,
+        [target, current_version],
+    )
+    if not rows:
+        return None, {}
+    return rows[0]["artifact_version"], {r["task"]: r["alpha_greedy"] for r in rows}

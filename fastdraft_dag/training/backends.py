@@ -7,7 +7,6 @@ success, so an explicit request for an absent backend is an error. `auto` picks 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 
 import torch
 
@@ -78,13 +77,6 @@ def bf16_native(backend: str) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:  # private op; absent in some builds
         return False
-
-
-def step_marker(backend: str) -> Callable[[], None]:
-    """Gaudi lazy mode executes the graph at `mark_step()`; elsewhere a step needs no marker."""
-    if backend == "hpu":
-        return importlib.import_module("habana_frameworks.torch.core").mark_step
-    return lambda: None
 
 
 if __name__ == "__main__":  # `python -m ...backends` lets a launcher probe another environment

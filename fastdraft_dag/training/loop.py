@@ -1,45 +1,59 @@
-"""A readable, nanoGPT-style training loop for FastDraft's three stages.
+"""A readable, nanoGPT-style training loop for FastDraft's three stages, on CPU or CUDA.
 
 Stages (pre-training, continued pre-training, alignment) run in order on the same model; each gets
-a fresh AdamW and its own warmup + cosine schedule. Data comes either from packed token shards
-(`shards.py`, loss on every token) or from an SFT `.npz` (loss only where labels != -100, i.e. on
-the target's responses, never on prompts or padding). All data is opened, and every shard checksum
-verified, before the model is loaded: a corrupted shard costs seconds, not a training run.
+a fresh AdamW and its own warmup + cosine schedule. Data comes from packed token shards (loss on
+every token) or an SFT `.npz` (loss only where labels != -100). All data is opened, and every
+shard checksum verified, before the model is loaded: a corrupted shard costs seconds, not a run.
 
-Single process for now. Seams for later work: `backends.step_marker` (Gaudi lazy mode),
-`_autocast` (mixed precision per device), `_save` (what a checkpoint contains) and the WORLD_SIZE
-guard in `train` (DDP / DeepSpeed will replace it).
+What makes it production-grade, and where each piece lives:
+- data parallel over N processes (torchrun; DDP, gloo on CPU) with the *same* global batch, so the
+  loss curve matches a single process (`distributed.py`, `data.py`);
+- exact resume: checkpoints every `checkpoint_every` steps, at each stage end and on SIGTERM/SIGINT;
+  a rerun after kill -9 continues from the last one (`checkpoint.py`);
+- speed: fused chunked LM head + cross-entropy (`losses.py`), bf16 autocast where the hardware has
+  it, fused AdamW, optional torch.compile of the decoder; tokens/s and MFU per step
+  (`throughput.py`), TensorBoard + JSONL (`telemetry.py`);
+- faults named: NaN or exploding loss stops before the update and names the step and the last good
+  checkpoint; out of memory names the settings to lower.
+The `hpu` backend takes another road (optimum-habana's GaudiTrainer, `gaudi.py`) behind the same
+spec and entry point.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from fastdraft_dag.draft_config import copy_tokenizer_files
-from fastdraft_dag.shards import load_split, read_index
-from fastdraft_dag.training.backends import bf16_native, device_for, resolve_backend, step_marker
+from fastdraft_dag.training import checkpoint as ckpt
+from fastdraft_dag.training.backends import bf16_native
+from fastdraft_dag.training.data import (
+    IGNORE,
+    Batch,
+    Data,
+    count_tokens,
+    generator_state,
+    local_slice,
+)
+from fastdraft_dag.training.distributed import (
+    StopRequest,
+    World,
+    all_sum,
+    barrier,
+    no_sync,
+)
+from fastdraft_dag.training.errors import TrainingError, TrainingInterrupted
+from fastdraft_dag.training.losses import CausalLMLoss, batch_loss
+from fastdraft_dag.training.telemetry import Log, Telemetry
+from fastdraft_dag.training.throughput import flops_per_step, mfu
 
-Log = Callable[[str], None]
-Report = Callable[[dict], None]
-Batch = dict[str, torch.Tensor]
-IGNORE = -100
-SPEC_DEFAULTS: dict[str, Any] = {"backend": "auto", "seed": 0, "threads": 2, "dtype": "bf16"}
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (bad spec, bad data, non-finite loss); the message says where."""
+__all__ = ["Stage", "TrainingError", "TrainingInterrupted", "batch_loss", "lr_at", "run_stage"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,7 @@ class Stage:
     name: str
     data: dict
     steps: int = 100
-    batch_size: int = 8
+    batch_size: int = 8  # global rows per micro-batch, split over the processes
     grad_accum: int = 1
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -74,132 +88,7 @@ class Stage:
         return stage
 
 
-# ----------------------------------------------------------------------------- data
-
-
-class PackedData:
-    """Fixed-length token sequences from shards; each sequence picks its domain by the mix."""
-
-    def __init__(self, root: str, mix: dict[str, float]) -> None:
-        self.domains = [d for d, w in mix.items() if w > 0]
-        if not self.domains:
-            raise TrainingError(f"packed data {root!r}: mix {mix} has no positive weight")
-        weights = np.array([mix[d] for d in self.domains], dtype=np.float64)
-        self.weights = weights / weights.sum()
-        self.index = read_index(Path(root))
-        self.train = {d: load_split(Path(root), d, "train", verify=True) for d in self.domains}
-        self.val = {d: load_split(Path(root), d, "validation", verify=True) for d in self.domains}
-        for domain, arr in self.train.items():
-            if len(arr) == 0:
-                raise TrainingError(f"packed data {root!r}: domain {domain!r} has no train split")
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.index["seq_len"])
-
-    @property
-    def max_token_id(self) -> int:
-        return int(self.index["vocab_size"]) - 1
-
-    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        picks = rng.choice(len(self.domains), size=batch_size, p=self.weights)
-        rows = []
-        for k in picks:
-            arr = self.train[self.domains[k]]
-            rows.append(arr[rng.integers(len(arr))])
-        ids = torch.from_numpy(np.stack(rows).astype(np.int64))
-        return {"input_ids": ids, "labels": ids}
-
-    def val_batches(self, batch_size: int, n: int) -> Iterator[tuple[str, Batch]]:
-        """The first n batches of each domain's validation split: the same every evaluation."""
-        for domain in self.domains:
-            arr = self.val[domain]
-            for i in range(min(n, math.ceil(len(arr) / batch_size))):
-                ids = torch.from_numpy(arr[i * batch_size : (i + 1) * batch_size].astype(np.int64))
-                yield domain, {"input_ids": ids, "labels": ids}
-
-    def domain_weight(self, domain: str) -> float:
-        return float(self.weights[self.domains.index(domain)])
-
-
-class SftData:
-    """Prompt + target response rows, right-padded; labels are -100 on prompt and padding."""
-
-    KEYS = ("input_ids", "labels", "attention_mask")
-
-    def __init__(self, path: str) -> None:
-        with np.load(path) as z:
-            missing = [
-                f"{s}_{k}" for s in ("train", "val") for k in self.KEYS if f"{s}_{k}" not in z
-            ]
-            if missing:
-                raise TrainingError(f"sft data {path!r}: missing arrays {missing}")
-            self.train = {k: np.asarray(z[f"train_{k}"], dtype=np.int64) for k in self.KEYS}
-            self.val = {k: np.asarray(z[f"val_{k}"], dtype=np.int64) for k in self.KEYS}
-        empty = np.flatnonzero((self.train["labels"] != IGNORE).sum(axis=1) == 0)
-        if len(self.train["labels"]) == 0 or len(empty):
-            raise TrainingError(
-                f"sft data {path!r}: no rows, or rows {empty[:5]} with no loss tokens"
-            )
-        self.domains = ["sft"]
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.train["input_ids"].shape[1])
-
-    @property
-    def max_token_id(self) -> int:
-        return int(max(self.train["input_ids"].max(), self.val["input_ids"].max(initial=0)))
-
-    def _rows(self, split: dict[str, np.ndarray], idx: np.ndarray) -> Batch:
-        return {k: torch.from_numpy(split[k][idx]) for k in self.KEYS}
-
-    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        return self._rows(self.train, rng.integers(len(self.train["input_ids"]), size=batch_size))
-
-    def val_batches(self, batch_size: int, n: int) -> Iterator[tuple[str, Batch]]:
-        total = len(self.val["input_ids"])
-        for i in range(min(n, math.ceil(total / batch_size))):
-            yield (
-                "sft",
-                self._rows(self.val, np.arange(i * batch_size, min(total, (i + 1) * batch_size))),
-            )
-
-    def domain_weight(self, domain: str) -> float:
-        return 1.0
-
-
-def open_data(spec: dict[str, Any]) -> PackedData | SftData:
-    """Open (and checksum) a stage's data."""
-    kind = spec.get("kind")
-    if kind == "packed":
-        return PackedData(spec["root"], spec["mix"])
-    if kind == "sft":
-        return SftData(spec["path"])
-    raise TrainingError(f"data kind {kind!r}: expected 'packed' or 'sft'")
-
-
-def count_tokens(batch: Batch) -> int:
-    """Tokens the model processed (padding excluded)."""
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-
-
 # ----------------------------------------------------------------------------- math
-
-
-def batch_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean next-token cross-entropy over positions whose label is not -100.
-
-    Computed here rather than by the model so the masking rule is visible and testable; logits
-    are upcast to fp32 because a bf16 log-softmax over 49k+ classes loses precision.
-    """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-    logits = logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE
-    )
 
 
 def lr_at(step: int, stage: Stage) -> float:
@@ -214,13 +103,19 @@ def lr_at(step: int, stage: Stage) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, stage: Stage) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not on norms), as in nanoGPT."""
+    """AdamW (fused kernel on CPU/CUDA); weight decay on matrices only, as in nanoGPT."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": stage.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.95))
+    fused = params[0].device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.95), fused=fused)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, stage: Stage) -> Any:
+    """`lr_at` as a LambdaLR, so the schedule's position is saved and restored with the rest."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, stage) / stage.lr)
 
 
 def use_bf16(backend: str, dtype: str, log: Log) -> bool:
@@ -233,46 +128,96 @@ def use_bf16(backend: str, dtype: str, log: Log) -> bool:
     return False
 
 
-def _autocast(backend: str, bf16: bool) -> contextlib.AbstractContextManager:
+def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
     if bf16:
-        return torch.amp.autocast(backend, dtype=torch.bfloat16)
+        return torch.amp.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-# ----------------------------------------------------------------------------- stages
+def is_oom(exc: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError naming the failed alloc."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError)
+        and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+# ----------------------------------------------------------------------------- run state
+
+
+@dataclass
+class Progress:
+    """A stage's running figures; saved in every checkpoint so a resumed summary is whole."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    tokens: int = 0
+    flops: float = 0.0
+    train_seconds: float = 0.0
+    initial_val_loss: float | None = None
+    result: dict = field(default_factory=lambda: {"val_loss": None, "val_loss_by_domain": {}})
 
 
 @dataclass
 class Run:
-    """What every stage shares: device, precision, randomness, and where progress goes."""
+    """What every stage shares: placement, precision, randomness, limits, and outputs."""
 
     backend: str
     device: torch.device
+    world: World
     bf16: bool
+    lm: CausalLMLoss
+    wrapped: torch.nn.Module
     rng: np.random.Generator
-    log: Log
-    report: Report
-    log_file: Any
-    mark_step: Callable[[], None]
+    tel: Telemetry
+    stop: StopRequest
+    spec: dict[str, Any]
+    ckpt_dir: Path
+    fingerprint: str
+    explode_at: float
+    peak: float
+    results: list[dict] = field(default_factory=list)
+    last_checkpoint: Path | None = None
+    seq_len: int = 0
 
     def to_device(self, batch: Batch) -> Batch:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def write_row(self, row: dict[str, Any]) -> None:
-        self.log_file.write(json.dumps(row) + "\n")
-        self.log_file.flush()
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float
+    grad_norm: float
+    tokens: int
+    loss_tokens: int
+    stop: bool
+
+
+# ----------------------------------------------------------------------------- steps
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: PackedData | SftData, stage: Stage, run: Run) -> dict:
-    """Mean validation loss per domain, combined with the mix weights; None when no val data."""
-    model.eval()
-    losses: dict[str, list[float]] = {}
-    for domain, batch in data.val_batches(stage.batch_size, stage.eval_batches):
-        with _autocast(run.backend, run.bf16):
-            losses.setdefault(domain, []).append(batch_loss(model, run.to_device(batch)).item())
-    model.train()
-    by_domain = {d: float(np.mean(v)) for d, v in losses.items()}
+def evaluate(run: Run, data: Data, stage: Stage) -> dict:
+    """Token-weighted validation loss per domain, combined with the mix weights.
+
+    Batches are split round-robin over the processes and the sums all-reduced, so N processes
+    report what one would.
+    """
+    run.lm.eval()
+    sums: dict[str, list[float]] = {d: [0.0, 0.0] for d in data.domains}
+    for j, (domain, batch) in enumerate(data.val_batches(stage.batch_size, stage.eval_batches)):
+        if j % run.world.size != run.world.rank:
+            continue
+        batch = run.to_device(batch)
+        with _autocast(run.device, run.bf16):
+            sums[domain][0] += float(run.lm(**batch))
+        sums[domain][1] += float((batch["labels"][:, 1:] != IGNORE).sum())
+    run.lm.train()
+    flat = all_sum([x for d in data.domains for x in sums[d]], run.world, run.device)
+    by_domain = {
+        d: flat[2 * i] / flat[2 * i + 1] for i, d in enumerate(data.domains) if flat[2 * i + 1]
+    }
     if not by_domain:
         return {"val_loss": None, "val_loss_by_domain": {}}
     weights = {d: data.domain_weight(d) for d in by_domain}
@@ -280,169 +225,162 @@ def evaluate(model: torch.nn.Module, data: PackedData | SftData, stage: Stage, r
     return {"val_loss": float(val), "val_loss_by_domain": by_domain}
 
 
-def _train_step(model, optimizer, data, stage: Stage, step: int, run: Run) -> tuple[float, int]:
-    """One optimizer step over grad_accum micro-batches; returns (mean loss, tokens)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, stage)
-    loss_sum, tokens = 0.0, 0
-    for _ in range(stage.grad_accum):
-        batch = run.to_device(data.sample(run.rng, stage.batch_size))
-        with _autocast(run.backend, run.bf16):
-            loss = batch_loss(model, batch)
-        (loss / stage.grad_accum).backward()
-        run.mark_step()
-        loss_sum += loss.item() / stage.grad_accum
+def _accumulate(run: Run, stage: Stage, data: Data, plan: np.ndarray, normalizer: int) -> tuple:
+    """Forward + backward over the step's micro-batches; returns (this rank's loss, tokens).
+
+    Each micro-batch loss is this rank's summed CE over the *global* label count, times the
+    world size because DDP averages gradients: the result is the gradient of one big batch.
+    """
+    local, tokens = 0.0, 0
+    for k in range(stage.grad_accum):
+        micro = plan[k * stage.batch_size : (k + 1) * stage.batch_size]
+        batch = run.to_device(data.batch(local_slice(micro, run.world.rank, run.world.size)))
+        with no_sync(run.wrapped, k == stage.grad_accum - 1):
+            with _autocast(run.device, run.bf16):
+                loss = run.wrapped(**batch) / normalizer
+            (loss * run.world.size).backward()
+        local += float(loss.detach())
         tokens += count_tokens(batch)
-    if not math.isfinite(loss_sum):
-        raise TrainingError(
-            f"stage {stage.name!r} step {step + 1}: loss is {loss_sum}; stopping "
-            "(check the init weights, lower lr, or inspect the data)"
-        )
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), stage.grad_clip)
-    if not math.isfinite(float(norm)):
-        raise TrainingError(f"stage {stage.name!r} step {step + 1}: gradient norm is {float(norm)}")
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    run.mark_step()
-    return loss_sum, tokens
+    return local, tokens
 
 
-def _log_progress(run: Run, stage: Stage, step: int, loss: float, tokens_per_s: float) -> None:
-    lr = lr_at(step, stage)
-    run.write_row({"kind": "train", "stage": stage.name, "step": step + 1, "loss": loss, "lr": lr,
-                   "tokens_per_s": tokens_per_s})  # fmt: skip
-    run.log(
-        f"{stage.name} step {step + 1}/{stage.steps} loss {loss:.4f} lr {lr:.2e} "
-        f"{tokens_per_s:.0f} tok/s"
+def _oom_error(run: Run, stage: Stage, step: int, seq_len: int) -> TrainingError:
+    per = stage.batch_size // run.world.size
+    return TrainingError(
+        f"stage {stage.name!r} step {step + 1}: out of memory on {run.backend} with "
+        f"batch_size={stage.batch_size} ({per} rows per process per micro-batch), "
+        f"seq_len={seq_len}, grad_accum={stage.grad_accum}. Lower batch_size (raise grad_accum "
+        "to keep the global batch) or seq_len."
     )
 
 
-def run_stage(model: torch.nn.Module, stage: Stage, data: PackedData | SftData, run: Run) -> dict:
-    """Train one stage; returns its summary (losses, tokens, throughput, time)."""
-    optimizer = make_optimizer(model, stage)
-    every = max(1, stage.steps // 10)
-    losses: list[float] = []
-    tokens, train_s, start = 0, 0.0, time.perf_counter()
-    result: dict[str, Any] = {"val_loss": None, "val_loss_by_domain": {}}
-    run.log(f"stage {stage.name}: {stage.steps} steps, batch {stage.batch_size}x{stage.grad_accum}")
-    for step in range(stage.steps):
-        t0 = time.perf_counter()
-        loss, n = _train_step(model, optimizer, data, stage, step, run)
-        train_s += time.perf_counter() - t0
-        losses.append(loss)
-        tokens += n
-        last = step + 1 == stage.steps
-        if step == 0 or (step + 1) % every == 0 or last:
-            _log_progress(run, stage, step, loss, tokens / train_s)
-        if last or (stage.eval_every and (step + 1) % stage.eval_every == 0):
-            result = evaluate(model, data, stage, run)
-            run.write_row({"kind": "eval", "stage": stage.name, "step": step + 1, **result})
-            run.report({"event": "eval", "stage": stage.name, "step": step + 1, **result})
-            run.log(f"{stage.name} step {step + 1} val_loss {result['val_loss']}")
-    window = losses[-every:]
+def _check_loss(run: Run, stage: Stage, step: int, loss: float, what: str = "loss") -> None:
+    """Stop before a NaN/inf or exploding value reaches the weights; name the step."""
+    bad = not math.isfinite(loss) or (what == "loss" and run.explode_at and loss > run.explode_at)
+    if not bad:
+        return
+    kept = str(run.last_checkpoint) if run.last_checkpoint else "none yet (nothing to keep)"
+    limit = f"; limit {run.explode_at:.2f} = explode_factor x ln(vocab)" if what == "loss" else ""
+    raise TrainingError(
+        f"stage {stage.name!r} step {step + 1}: {what} is {loss}{limit}; stopped before the "
+        f"update. Last good checkpoint: {kept}. Lower lr, check the init weights or the data."
+    )
+
+
+def _train_step(
+    run: Run, stage: Stage, data: Data, step: int, optimizer: Any, scheduler: Any
+) -> StepResult:
+    """One optimizer step over grad_accum micro-batches on every process."""
+    plan = data.draw(run.rng, stage.batch_size * stage.grad_accum)
+    normalizer = data.loss_tokens(plan)
+    try:
+        local, tokens = _accumulate(run, stage, data, plan, normalizer)
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if is_oom(exc):
+            raise _oom_error(run, stage, step, data.seq_len) from exc
+        raise
+    loss, tokens_all, stop = all_sum(
+        [local, float(tokens), float(run.stop.signum is not None)], run.world, run.device
+    )
+    _check_loss(run, stage, step, loss)
+    norm = float(torch.nn.utils.clip_grad_norm_(run.lm.parameters(), stage.grad_clip))
+    _check_loss(run, stage, step, norm, what="gradient norm")
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss, norm, int(tokens_all), normalizer, stop > 0)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _stage_summary(stage: Stage, p: Progress, run: Run) -> dict[str, Any]:
+    window = p.losses[-max(1, stage.steps // 10) :]
     return {
         "name": stage.name,
         "steps": stage.steps,
-        "first_train_loss": losses[0],
+        "initial_val_loss": p.initial_val_loss,
+        "first_train_loss": p.losses[0],
         "train_loss": float(np.mean(window)),
-        **result,
-        "tokens": tokens,
-        "tokens_per_s": tokens / train_s,
-        "train_seconds": train_s,
-        "wall_seconds": time.perf_counter() - start,
+        **p.result,
+        "tokens": p.tokens,
+        "tokens_per_s": p.tokens / p.train_seconds if p.train_seconds else 0.0,
+        "mfu": mfu(p.flops, p.train_seconds, run.peak, run.world.size),
+        "train_seconds": p.train_seconds,
     }
 
 
-# ----------------------------------------------------------------------------- entry
-
-
-def parse_spec(spec: dict[str, Any]) -> tuple[dict[str, Any], list[Stage]]:
-    """Fill top-level defaults and validate stages before anything is loaded."""
-    spec = {**SPEC_DEFAULTS, **spec}
-    for key in ("init_dir", "out_dir", "stages"):
-        if not spec.get(key):
-            raise TrainingError(f"spec: {key!r} is required")
-    if spec["dtype"] not in ("bf16", "fp32"):
-        raise TrainingError(f"spec: dtype {spec['dtype']!r}, expected 'bf16' or 'fp32'")
-    return spec, [Stage.from_dict(s) for s in spec["stages"]]
-
-
-def _check_fits(model: torch.nn.Module, stages: list[Stage], datas: list) -> None:
-    """Token ids and sequence lengths the model cannot embed are refused before step 1."""
-    vocab = model.get_input_embeddings().weight.shape[0]
-    max_pos = getattr(model.config, "max_position_embeddings", None)
-    for stage, data in zip(stages, datas, strict=True):
-        if data.max_token_id >= vocab:
-            raise TrainingError(
-                f"stage {stage.name!r}: data token ids reach {data.max_token_id} but the model's "
-                f"vocabulary has {vocab} entries (tokenizer mismatch?)"
-            )
-        if max_pos and data.seq_len > max_pos:
-            raise TrainingError(
-                f"stage {stage.name!r}: seq_len {data.seq_len} > max_position_embeddings {max_pos}"
-            )
-
-
-def _save(model: torch.nn.Module, spec: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """HF layout + the init dir's tokenizer; metrics.json last, so its presence means 'complete'."""
-    out = Path(spec["out_dir"])
-    model.to("cpu").save_pretrained(out, safe_serialization=True)
-    copy_tokenizer_files(Path(spec["init_dir"]), out)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
-
-
-def _load_model(spec: dict[str, Any], stages: list[Stage], datas: list) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(spec["init_dir"], dtype=torch.float32)
-    _check_fits(model, stages, datas)
-    return model
-
-
-def _summary(
-    results: list[dict], params: int, backend: str, spec: dict, bf16: bool
-) -> dict[str, Any]:
-    tokens = sum(r["tokens"] for r in results)
-    return {
-        "stages": results,
-        "parameters": params,
-        "backend": backend,
-        "dtype": spec["dtype"],
-        "bf16_autocast": bf16,
-        "val_loss": results[-1]["val_loss"],
-        "tokens": tokens,
-        "tokens_per_s": tokens / sum(r["train_seconds"] for r in results),
+def _save_checkpoint(run: Run, i: int, stage: Stage, p: Progress, global_step: int, opt, sched):
+    """Rank 0 writes; everyone waits, so no rank runs ahead of a checkpoint being written."""
+    state = {
+        "global_step": global_step,
+        "stage_index": i,
+        "stage": stage.name,
+        "rng": generator_state(run.rng),
+        "progress": asdict(p),
+        "results": run.results,
+        "fingerprint": run.fingerprint,
+        "world_size": run.world.size,
     }
+    if run.world.is_main:
+        keep = int(run.spec["keep_checkpoints"])
+        saved = ckpt.save_checkpoint(run.ckpt_dir, run.lm.model, opt, sched, state, keep)
+        run.tel.log(f"checkpoint {saved.path.name} ({stage.name} step {p.step})")
+    run.last_checkpoint = run.ckpt_dir / f"step-{global_step:08d}"
+    barrier(run.world)
 
 
-def train(spec: dict[str, Any], log: Log, report: Report) -> dict[str, Any]:
-    """Run all stages of `spec` in order, save draft + metrics to `out_dir`, return metrics."""
-    spec, stages = parse_spec(spec)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise TrainingError("multi-process training is not implemented yet; use num_devices=1")
-    torch.set_num_threads(int(spec["threads"]))
-    torch.manual_seed(int(spec["seed"]))
-    backend = resolve_backend(spec["backend"])
-    datas = [open_data(s.data) for s in stages]  # verifies every shard before any compute
-    model = _load_model(spec, stages, datas).to(device_for(backend)).train()
-    out = Path(spec["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)
-    params = sum(p.numel() for p in model.parameters())
-    log(f"training {params:,} parameters on {backend} ({spec['dtype']}), {len(stages)} stages")
-    rng = np.random.default_rng(int(spec["seed"]))
-    with open(out / "train_log.jsonl", "w") as f:
-        bf16 = use_bf16(backend, spec["dtype"], log)
-        run = Run(backend, device_for(backend), bf16, rng, log, report, f, step_marker(backend))
-        results = []
-        for stage, data in zip(stages, datas, strict=True):
-            results.append(run_stage(model, stage, data, run))
-            report({"event": "stage", **results[-1]})
-    metrics = _summary(results, params, backend, spec, run.bf16)
-    _save(model, spec, metrics)
-    report(
-        {"event": "done", "val_loss": metrics["val_loss"], "tokens_per_s": metrics["tokens_per_s"]}
+def _record_step(run: Run, stage: Stage, p: Progress, r: StepResult, seconds: float, g: int):
+    """Fold a step into the stage's figures and write its row (JSONL + TensorBoard)."""
+    flops = flops_per_step(run.lm.model.config, run.seq_len, r.tokens, r.loss_tokens)
+    p.step += 1
+    p.losses.append(r.loss)
+    p.tokens += r.tokens
+    p.flops += flops
+    p.train_seconds += seconds
+    run.tel.row({
+        "kind": "train", "stage": stage.name, "step": p.step, "global_step": g,
+        "loss": r.loss, "lr": lr_at(p.step - 1, stage), "grad_norm": r.grad_norm,
+        "tokens": r.tokens, "step_seconds": seconds, "tokens_per_s": r.tokens / seconds,
+        "mfu": mfu(flops, seconds, run.peak, run.world.size), "t": time.perf_counter(),
+    })  # fmt: skip
+
+
+def run_stage(run: Run, i: int, stage: Stage, data: Data, offset: int, p: Progress, opt, sched):
+    """Train one stage from `p.step`; returns its summary (losses, tokens, throughput, MFU)."""
+    every_log = max(1, stage.steps // 10)
+    every_ckpt = int(run.spec["checkpoint_every"])
+    run.seq_len = data.seq_len
+    run.tel.log(
+        f"stage {stage.name}: steps {p.step + 1}..{stage.steps}, global batch "
+        f"{stage.batch_size}x{stage.grad_accum} over {run.world.size} process(es)"
     )
-    return metrics
+    if p.step == 0:
+        p.initial_val_loss = evaluate(run, data, stage)["val_loss"]
+    first = p.step
+    for step in range(p.step, stage.steps):
+        t0 = time.perf_counter()
+        r = _train_step(run, stage, data, step, opt, sched)
+        _record_step(run, stage, p, r, time.perf_counter() - t0, offset + step + 1)
+        last = p.step == stage.steps
+        if step == first or p.step % every_log == 0 or last:
+            run.tel.log(
+                f"{stage.name} step {p.step}/{stage.steps} loss {r.loss:.4f} "
+                f"lr {lr_at(step, stage):.2e} {p.tokens / p.train_seconds:.0f} tok/s"
+            )
+        if last or (stage.eval_every and p.step % stage.eval_every == 0):
+            p.result = evaluate(run, data, stage)
+            row = {"kind": "eval", "stage": stage.name, "step": p.step, **p.result}
+            run.tel.row({**row, "global_step": offset + p.step})
+            run.tel.report({"event": "eval", **row})
+            run.tel.log(f"{stage.name} step {p.step} val_loss {p.result['val_loss']}")
+        if last:
+            run.results.append(_stage_summary(stage, p, run))
+        if last or r.stop or (every_ckpt and (offset + p.step) % every_ckpt == 0):
+            _save_checkpoint(run, i, stage, p, offset + p.step, opt, sched)
+        if r.stop:
+            raise TrainingInterrupted(
+                f"stopped by signal {run.stop.signum} after stage {stage.name!r} step {p.step}; "
+                f"checkpoint {run.last_checkpoint}. Rerun with the same spec to resume."
+            )
+    return run.results[-1]

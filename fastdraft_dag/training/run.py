@@ -1,22 +1,24 @@
 """Trainer entry point: `python -m fastdraft_dag.training.run --spec SPEC.json`.
 
-Launched by Dagster Pipes (the HPU training resource), it sends log lines and stage summaries
-back to the run through `dagster_pipes`; launched by hand, it prints them. Either way it exits
-non-zero with the error on stderr, so a failed training fails the materialization. Absolute
-imports only: multi-device launchers (gaudi_spawn, torchrun) run this file as a script.
+Launched by Dagster Pipes (the HPU training resource), it sends log lines, evaluations and stage
+summaries back to the run through `dagster_pipes`; launched by hand, it prints them. Either way it
+exits non-zero with the error on stderr, so a failed training fails the materialization. Absolute
+imports only: multi-device launchers (gaudi_spawn, torchrun) run this file as a script. Under
+torchrun only rank 0 opens Pipes (see `run_spec`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.training.loop import train
+from fastdraft_dag.training.trainer import train
 
 
 def _print_log(message: str) -> None:
@@ -37,8 +39,12 @@ def _in_pipes() -> bool:
 
 
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train under Pipes when launched by it, otherwise with stdout logging."""
-    if not _in_pipes():
+    """Train under Pipes when launched by it, otherwise with stdout logging.
+
+    Under torchrun every rank inherits the Pipes variables, but only rank 0 opens the channel:
+    one writer per session, and rank 0 is the one that logs and reports (telemetry.py).
+    """
+    if not _in_pipes() or int(os.environ.get("RANK", "0")) != 0:
         return train(spec, _print_log, _print_report)
     from dagster_pipes import open_dagster_pipes
 

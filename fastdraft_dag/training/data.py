@@ -1,0 +1,170 @@
+"""Training data for the trainer: packed token shards and SFT arrays, drawn as global batches.
+
+A step's rows are chosen once, as a *plan* over the whole global batch (batch_size x grad_accum
+rows), from one seeded numpy Generator that every process holds in the same state. Each process
+then materialises only its own slice of each micro-batch. So 1 process and N processes see the
+same rows in the same step, the loss is normalised by the same global token count, and the loss
+curves agree; and the Generator state is the whole "data position" a checkpoint has to keep.
+
+Only numpy and torch here (plus `shards`, numpy-only): this module runs in the Gaudi env too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastdraft_dag.shards import load_split, read_index
+from fastdraft_dag.training.errors import TrainingError
+
+Batch = dict[str, torch.Tensor]
+IGNORE = -100
+
+
+class DataError(TrainingError):
+    """Training data that cannot be used; the message names the file or setting."""
+
+
+class PackedData:
+    """Fixed-length token sequences from shards; each row picks its domain by the mix weights."""
+
+    def __init__(self, root: str, mix: dict[str, float]) -> None:
+        self.domains = [d for d, w in mix.items() if w > 0]
+        if not self.domains:
+            raise DataError(f"packed data {root!r}: mix {mix} has no positive weight")
+        weights = np.array([mix[d] for d in self.domains], dtype=np.float64)
+        self.weights = weights / weights.sum()
+        self.index = read_index(Path(root))
+        self.train = {d: load_split(Path(root), d, "train", verify=True) for d in self.domains}
+        self.val = {d: load_split(Path(root), d, "validation", verify=True) for d in self.domains}
+        for domain, arr in self.train.items():
+            if len(arr) == 0:
+                raise DataError(f"packed data {root!r}: domain {domain!r} has no train split")
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.index["seq_len"])
+
+    @property
+    def max_token_id(self) -> int:
+        return int(self.index["vocab_size"]) - 1
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """A plan of n rows: (domain index, row index) pairs."""
+        picks = rng.choice(len(self.domains), size=n, p=self.weights)
+        rows = [rng.integers(len(self.train[self.domains[k]])) for k in picks]
+        return np.stack([picks, np.array(rows, dtype=np.int64)], axis=1)
+
+    def batch(self, plan: np.ndarray) -> Batch:
+        rows = [self.train[self.domains[k]][r] for k, r in plan]
+        ids = torch.from_numpy(np.stack(rows).astype(np.int64))
+        return {"input_ids": ids, "labels": ids}
+
+    def loss_tokens(self, plan: np.ndarray) -> int:
+        """Positions that carry a next-token target: every position but the last of each row."""
+        return len(plan) * (self.seq_len - 1)
+
+    def sample(self, rng: np.random.Generator, n: int) -> Batch:
+        return self.batch(self.draw(rng, n))
+
+    def val_batches(self, batch_size: int, n: int) -> Iterator[tuple[str, Batch]]:
+        """The first n batches of each domain's validation split: the same every evaluation."""
+        for domain in self.domains:
+            arr = self.val[domain]
+            for i in range(min(n, math.ceil(len(arr) / batch_size))):
+                ids = torch.from_numpy(arr[i * batch_size : (i + 1) * batch_size].astype(np.int64))
+                yield domain, {"input_ids": ids, "labels": ids}
+
+    def domain_weight(self, domain: str) -> float:
+        return float(self.weights[self.domains.index(domain)])
+
+
+class SftData:
+    """Prompt + target response rows, right-padded; labels are -100 on prompt and padding."""
+
+    KEYS = ("input_ids", "labels", "attention_mask")
+
+    def __init__(self, path: str) -> None:
+        with np.load(path) as z:
+            missing = [
+                f"{s}_{k}" for s in ("train", "val") for k in self.KEYS if f"{s}_{k}" not in z
+            ]
+            if missing:
+                raise DataError(f"sft data {path!r}: missing arrays {missing}")
+            self.train = {k: np.asarray(z[f"train_{k}"], dtype=np.int64) for k in self.KEYS}
+            self.val = {k: np.asarray(z[f"val_{k}"], dtype=np.int64) for k in self.KEYS}
+        self._row_loss_tokens = (self.train["labels"][:, 1:] != IGNORE).sum(axis=1)
+        empty = np.flatnonzero(self._row_loss_tokens == 0)
+        if len(self.train["labels"]) == 0 or len(empty):
+            raise DataError(f"sft data {path!r}: no rows, or rows {empty[:5]} with no loss tokens")
+        self.domains = ["sft"]
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.train["input_ids"].shape[1])
+
+    @property
+    def max_token_id(self) -> int:
+        return int(max(self.train["input_ids"].max(), self.val["input_ids"].max(initial=0)))
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.integers(len(self.train["input_ids"]), size=n)
+
+    def batch(self, plan: np.ndarray) -> Batch:
+        return {k: torch.from_numpy(self.train[k][plan]) for k in self.KEYS}
+
+    def loss_tokens(self, plan: np.ndarray) -> int:
+        return int(self._row_loss_tokens[plan].sum())
+
+    def sample(self, rng: np.random.Generator, n: int) -> Batch:
+        return self.batch(self.draw(rng, n))
+
+    def val_batches(self, batch_size: int, n: int) -> Iterator[tuple[str, Batch]]:
+        total = len(self.val["input_ids"])
+        for i in range(min(n, math.ceil(total / batch_size))):
+            idx = np.arange(i * batch_size, min(total, (i + 1) * batch_size))
+            yield "sft", {k: torch.from_numpy(self.val[k][idx]) for k in self.KEYS}
+
+    def domain_weight(self, domain: str) -> float:
+        return 1.0
+
+
+Data = PackedData | SftData
+
+
+def open_data(spec: dict[str, Any]) -> Data:
+    """Open (and checksum) a stage's data."""
+    kind = spec.get("kind")
+    if kind == "packed":
+        return PackedData(spec["root"], spec["mix"])
+    if kind == "sft":
+        return SftData(spec["path"])
+    raise DataError(f"data kind {kind!r}: expected 'packed' or 'sft'")
+
+
+def local_slice(plan: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This process's contiguous share of a micro-batch plan (the caller checks divisibility)."""
+    per = len(plan) // world
+    return plan[rank * per : (rank + 1) * per]
+
+
+def count_tokens(batch: Batch) -> int:
+    """Tokens the model processed (padding excluded)."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+def generator_state(rng: np.random.Generator) -> dict[str, Any]:
+    """The Generator's state as JSON-able data (PCG64 state is plain ints)."""
+    return rng.bit_generator.state
+
+
+def restore_generator(state: dict[str, Any]) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
