@@ -137,6 +137,8 @@ def main() -> None:
         print(
             f"filter+dedup  {f['mb']:.1f} MB: ours {f['ours_s']:.1f} s ({f['ours_mb_s']:.2f} MB/s)"
         )
+        for line in f["funnel"]:
+            print(f"              {line}")
         if "ratio" in f:
             print(f"              baseline {f['base_s']:.1f} s ({f['base_mb_s']:.2f} MB/s)")
             print(
