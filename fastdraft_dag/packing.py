@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,24 @@ def _domain_batches(
             yield batch.column("id").to_pylist(), batch.column("text").to_pylist()
 
 
+def _encoded_ahead(
+    tokenizer: Any, batches: Iterator[tuple[list[str], list[str]]]
+) -> Iterator[tuple[list[str], list[list[int]]]]:
+    """(ids, token ids) per batch, the next batch tokenizing while this one is packed.
+
+    The Rust tokenizer releases the GIL, so packing and shard writing overlap with it.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for ids, texts in batches:
+            future = pool.submit(encode_batch, tokenizer, texts)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (ids, future)
+        if pending is not None:
+            yield pending[0], pending[1].result()
+
+
 def _pack_domain(
     corpus: ds.Dataset,
     domain: str,
@@ -170,9 +189,9 @@ def _pack_domain(
     docs = dict.fromkeys(SPLITS, 0)
     budget = settings["max_tokens"].get(domain)
     total = corpus.count_rows(filter=ds.field("domain") == domain)
+    batches = _domain_batches(corpus, domain, settings["batch_size"])
     with tqdm(total=total, desc=f"tokenize {domain}", unit="doc") as bar:
-        for ids, texts in _domain_batches(corpus, domain, settings["batch_size"]):
-            encoded = encode_batch(tokenizer, texts)
+        for ids, encoded in _encoded_ahead(tokenizer, batches):
             for doc_id, tokens in zip(ids, encoded, strict=True):
                 split = split_of(doc_id, settings["val_fraction"])
                 docs[split] += 1
