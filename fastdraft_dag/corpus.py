@@ -36,7 +36,14 @@ from tqdm import tqdm
 
 from fastdraft_dag import dedup
 from fastdraft_dag.dedup import DedupConfig
-from fastdraft_dag.filters import FilterConfig, default_rules, drop_reason_sql, features_sql
+from fastdraft_dag.filters import (
+    FilterConfig,
+    default_rules,
+    drop_reason_sql,
+    features_sql,
+    rule_names,
+    sql_str,
+)
 from fastdraft_dag.source_files import SKIP_REASONS
 from fastdraft_dag.sources import SourceSpec, Unit, iter_unit, units
 
@@ -55,10 +62,6 @@ class CorpusOptions:
     dedup: DedupConfig = field(default_factory=DedupConfig)
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _connect(
     scratch: Path, memory_limit: str, threads: int, persistent: bool = False
 ) -> duckdb.DuckDBPyConnection:
@@ -69,8 +72,8 @@ def _connect(
     """
     scratch.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(scratch / "work.duckdb") if persistent else ":memory:")
-    con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-    con.execute(f"SET temp_directory = {_sql_str(str(scratch))}")
+    con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
+    con.execute(f"SET temp_directory = {sql_str(str(scratch))}")
     con.execute(f"SET threads = {max(1, threads)}")
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET enable_progress_bar = false")  # tqdm over units instead
@@ -121,7 +124,7 @@ def filter_unit(unit: Unit, out: Path, options: CorpusOptions, threads: int = 1)
                   SELECT id, source, domain, text, strlen(text) AS nbytes, {reason} AS reason,
                          md5(trim(regexp_replace(lower(text), '\\s+', ' ', 'g'))) AS hash, sig
                   FROM ({features_sql("incoming")})
-                ) TO {_sql_str(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 2048, ROW_GROUP_SIZE_BYTES '8MB')"""
+                ) TO {sql_str(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 2048, ROW_GROUP_SIZE_BYTES '8MB')"""
         )
     except duckdb.Error:
         if failures:
@@ -228,11 +231,7 @@ def funnel_rows(
     rows = []
     for spec in specs:
         steps = [("read", r) for r in SKIP_REASONS]
-        steps += [
-            ("rule", r.name)
-            for r in default_rules(options.filters)
-            if r.domain in ("any", spec.domain)
-        ]
+        steps += [("rule", name) for name in rule_names(options.filters, spec.domain)]
         steps += [("dedup", EXACT_DUP), ("dedup", NEAR_DUP), ("kept", "kept")]
         sk = skips.get(spec.name, Counter())
         for order, (stage, step) in enumerate(steps):
@@ -293,7 +292,7 @@ def _check_unique_ids(con: duckdb.DuckDBPyConnection) -> None:
 
 def _write_rows(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], path: Path) -> None:
     con.register("rows_", pa.Table.from_pylist(rows))
-    con.execute(f"COPY rows_ TO {_sql_str(str(path))} (FORMAT parquet)")
+    con.execute(f"COPY rows_ TO {sql_str(str(path))} (FORMAT parquet)")
     con.unregister("rows_")
 
 
@@ -318,14 +317,14 @@ def build_corpus(
     run_units(plan, options)
     con = _connect(out_dir / ".scratch", options.memory_limit, os.cpu_count() or 1, True)
     try:
-        files = ", ".join(_sql_str(str(p)) for _, p in plan)
+        files = ", ".join(sql_str(str(p)) for _, p in plan)
         con.execute(f"CREATE VIEW docs AS SELECT * FROM read_parquet([{files}])")
         _check_unique_ids(con)
         mark_duplicates(con, options.dedup)
         con.execute(
             f"""COPY (SELECT d.id, d.source, d.domain, d.text FROM docs d
                       JOIN final f USING (id, source) WHERE f.reason IS NULL ORDER BY d.source, d.id)
-                TO {_sql_str(str(out_dir / "corpus.parquet"))} (FORMAT parquet, ROW_GROUP_SIZE 1024, ROW_GROUP_SIZE_BYTES '8MB')"""
+                TO {sql_str(str(out_dir / "corpus.parquet"))} (FORMAT parquet, ROW_GROUP_SIZE 1024, ROW_GROUP_SIZE_BYTES '8MB')"""
         )
         funnel = funnel_rows(con, _skips([(p, u.spec.name) for u, p in plan]), specs, options)
         stats = stats_from_funnel(funnel)

@@ -79,12 +79,13 @@ N_LINES = "greatest(len(lines), 1)"
 SYMBOLS = r"len(regexp_extract_all(text, '#|\.\.\.|…'))"
 
 
-def _sql_str(value: str) -> str:
+def sql_str(value: str) -> str:
+    """A SQL string literal (quotes doubled)."""
     return "'" + value.replace("'", "''") + "'"
 
 
 def _frac_lines(regex: str) -> str:
-    return f"len(list_filter(lines, lambda l: regexp_matches(l, {_sql_str(regex)}))) / {N_LINES}"
+    return f"len(list_filter(lines, lambda l: regexp_matches(l, {sql_str(regex)}))) / {N_LINES}"
 
 
 def _dup_char_frac(column: str) -> str:
@@ -152,7 +153,7 @@ def code_rules(c: FilterConfig) -> list[Rule]:
     encoded = r"list_sum(list_transform(regexp_extract_all(text, '[A-Za-z0-9+/]{64,}={0,2}'), lambda m: length(m)))"
     line_lengths = "list_transform(lines, lambda l: length(l))"
     return [
-        Rule("minified", "code", f"NOT regexp_matches(id, {_sql_str(c.minified_pattern)})"),
+        Rule("minified", "code", f"NOT regexp_matches(id, {sql_str(c.minified_pattern)})"),
         Rule("max_line_len", "code", f"coalesce(list_max({line_lengths}), 0) <= {c.max_line_len}"),
         Rule("mean_line_len", "code", f"length(text) / {N_LINES} <= {c.max_mean_line_len}"),
         Rule("alnum_frac", "code", f"{alnum} / greatest(length(text), 1) >= {c.min_alnum_frac}"),
@@ -163,7 +164,7 @@ def code_rules(c: FilterConfig) -> list[Rule]:
             f"coalesce({encoded}, 0) / greatest(length(text), 1) <= {c.max_encoded_frac}",
         ),
         Rule(
-            "auto_generated", "code", f"NOT regexp_matches({head}, {_sql_str(c.generated_pattern)})"
+            "auto_generated", "code", f"NOT regexp_matches({head}, {sql_str(c.generated_pattern)})"
         ),
     ]
 
@@ -183,8 +184,8 @@ def drop_reason_sql(rules: list[Rule]) -> str:
     for rule in rules:
         if rule.domain not in DOMAINS:
             raise ValueError(f"rule {rule.name!r}: domain {rule.domain!r} not in {DOMAINS}")
-        scope = "" if rule.domain == "any" else f"domain = {_sql_str(rule.domain)} AND "
-        whens.append(f"WHEN {scope}NOT coalesce(({rule.sql}), false) THEN {_sql_str(rule.name)}")
+        scope = "" if rule.domain == "any" else f"domain = {sql_str(rule.domain)} AND "
+        whens.append(f"WHEN {scope}NOT coalesce(({rule.sql}), false) THEN {sql_str(rule.name)}")
     return "CASE " + " ".join(whens) + " ELSE NULL END" if whens else "NULL"
 
 
