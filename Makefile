@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install home run bench bench-train bench-data report test ui lint format clean browser
+.PHONY: install home run bench bench-train bench-data bench-kd report test ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -39,6 +39,9 @@ bench-train: install  ## tokens/s and MFU: our CPU trainer vs a default HF Train
 
 bench-data: install  ## filter+dedup MB/s and tokenization tok/s vs baselines; peak RSS on doubled input
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/data_throughput.py
+
+bench-kd: install  ## KD generation tok/s: OpenVINO continuous batching vs unbatched generate(), same prompts
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/kd_generation.py
 
 report: install  ## print the last benchmark table again
 	$(BIN)/fastdraft report --profile $(PROFILE)

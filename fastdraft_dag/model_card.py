@@ -67,3 +67,56 @@ def write_model_card(
         "",
     ]
     (Path(model_dir) / "README.md").write_text(front + "\n".join(body))
+
+
+def release_card(
+    *,
+    target: str,
+    draft_precision: str,
+    best_k: int,
+    device: str,
+    summary_md: str,
+    images: Mapping[str, str],
+    lineage: Mapping[str, str],
+) -> str:
+    """README.md of the deployable draft IR: how to run it, the k it ships with, its numbers.
+
+    ``summary_md`` holds the offline and live tables (``report.render_benchmark``); ``images``
+    maps alt text to PNG file names next to the card.
+    """
+    front = (
+        "---\nlibrary_name: openvino\ntags:\n- speculative-decoding\n- fastdraft\n- openvino\n---\n"
+    )
+    usage = [
+        "```python",
+        "import openvino_genai as ov_genai",
+        "",
+        f'draft = ov_genai.draft_model("draft-ir", "{device}")',
+        f'pipe = ov_genai.LLMPipeline("<target IR dir>", "{device}", draft_model=draft)',
+        "config = pipe.get_generation_config()",
+        f"config.num_assistant_tokens = {best_k}  # also the default in draft-ir/generation_config.json",
+        'print(pipe.generate("def fibonacci(n):", config))',
+        "```",
+    ]
+    body = [
+        f"# FastDraft draft for `{target}` ({draft_precision} OpenVINO IR)",
+        "",
+        f"A draft model for speculative decoding with `{target}`: same tokenizer, vocabulary,"
+        " special tokens and chat template. `draft-ir/` is the OpenVINO IR; its"
+        f" `generation_config.json` sets `num_assistant_tokens = {best_k}`, the k with the highest"
+        f" measured speculative-decoding throughput on `{device}` (pooled over all prompts).",
+        "",
+        "## Usage",
+        "",
+        *usage,
+        "",
+        "## Benchmark",
+        "",
+        summary_md,
+        "",
+        *[line for alt, name in images.items() for line in (f"![{alt}]({name})", "")],
+        "## Lineage",
+        *[f"- {k}: `{v}`" for k, v in lineage.items()],
+        "",
+    ]
+    return front + "\n".join(body)

@@ -1,20 +1,26 @@
 """Offline acceptance of a draft against its target, by teacher forcing in PyTorch.
 
-The target generates each continuation greedily once; then target and draft each score the whole
+The target generates each continuation greedily once and scores it once; then every draft
+variant (the PyTorch fp32 draft and each exported draft IR, fp16/int8/int4) scores the same
 sequence in a single forward pass. Under greedy decoding the target's prefix is exactly what SD
 would produce, so per-position argmax matches give alpha and an exact replay of SD steps (tau)
-without running SD at all, and the softmaxes give sampled alpha. No OpenVINO, no Dagster.
+without running SD at all, and the softmaxes give sampled alpha. No Dagster.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fastdraft_dag import metrics
+from fastdraft_dag.ir_scoring import IRScorer, bytes_per_param, ir_model_file
+from fastdraft_dag.tokenizer_identity import tokenizer_differences
+
+TORCH_FP32 = "torch-fp32"  # precision label of the PyTorch draft: the reference acceptance
 
 
 def render_prompt(tokenizer: Any, row: dict) -> str:
@@ -69,20 +75,47 @@ def _score(model: Any, seq: list[int], n_prompt: int) -> tuple[np.ndarray, np.nd
     return logits.argmax(-1).numpy(), torch.softmax(logits, -1).numpy()
 
 
-def score_prompt(target: Any, draft: Any, ids: list[int], max_new_tokens: int) -> dict:
-    """Per-position greedy matches and min(p, q) overlaps of one prompt's continuation."""
+def check_same_tokenizer(draft_dir: Path, target_dir: Path) -> None:
+    """Refuse a draft whose tokenizer is not the target's: its acceptance would be meaningless."""
+    diffs = tokenizer_differences(Path(draft_dir), Path(target_dir))
+    if diffs:
+        raise ValueError(
+            f"draft tokenizer at {draft_dir} differs from the target's at {target_dir}: "
+            + "; ".join(diffs)
+        )
+
+
+Scorer = Callable[[list[int], int], tuple[np.ndarray, np.ndarray]]
+
+
+def _torch_scorer(model: Any) -> Scorer:
+    return lambda seq, n_prompt: _score(model, seq, n_prompt)
+
+
+def score_variants(
+    target: Any, variants: Mapping[str, Scorer], ids: list[int], max_new_tokens: int
+) -> dict[str, dict]:
+    """Per variant: greedy matches and min(p, q) overlaps along the target's one continuation.
+
+    The target generates and scores once; each draft variant scores the same sequence, so the
+    precisions are compared on identical positions.
+    """
     import torch
 
     with torch.no_grad():
         cont = _generate(target, ids, max_new_tokens)
         if not cont:
-            return {"matches": [], "overlaps": []}
-        t_arg, p = _score(target, ids + cont, len(ids))
-        d_arg, q = _score(draft, ids + cont, len(ids))
-    return {
-        "matches": (t_arg == d_arg).tolist(),
-        "overlaps": metrics.overlap_per_position(p, q).tolist(),
-    }
+            return {label: {"matches": [], "overlaps": []} for label in variants}
+        seq = ids + cont
+        t_arg, p = _score(target, seq, len(ids))
+        out = {}
+        for label, scorer in variants.items():
+            d_arg, q = scorer(seq, len(ids))
+            out[label] = {
+                "matches": (t_arg == d_arg).tolist(),
+                "overlaps": metrics.overlap_per_position(p, q).tolist(),
+            }
+    return out
 
 
 def _rows_for(task: str, scored: list[dict], ks: list[int], r: float) -> list[dict]:
@@ -113,6 +146,29 @@ def _rows_for(task: str, scored: list[dict], ks: list[int], r: float) -> list[di
     return rows
 
 
+def rows_by_task(
+    scored: Mapping[str, list[dict]], ks: list[int], r: float, precision: str
+) -> list[dict]:
+    """One row per task family and k, then the pooled task "all", all labelled ``precision``."""
+    tasks = sorted(scored)
+    rows = [row for task in tasks for row in _rows_for(task, scored[task], ks, r)]
+    rows += _rows_for("all", [s for task in tasks for s in scored[task]], ks, r)
+    return [{"precision": precision, **row} for row in rows]
+
+
+def draft_r(draft_dir: Path, target_dir: Path, precision: str, target_precision: str) -> float:
+    """MBSU's r for a draft at ``precision`` against the target at its exported precision.
+
+    r = draft parameters read per token x bytes per parameter of ``precision`` / the target's
+    parameters read per token x bytes per parameter of ``target_precision`` (fp32 4, fp16 2,
+    int8 1, int4 0.5). Nominal: group scales are not counted, nor the layers NNCF leaves in 8
+    bits in an int4 IR (the embedding/LM head), so an int4 draft's r is a lower bound.
+    """
+    return metrics.param_bytes_ratio(
+        draft_dir, target_dir, bytes_per_param(precision), bytes_per_param(target_precision)
+    )
+
+
 def evaluate_offline(
     target_dir: Path,
     draft_dir: Path,
@@ -120,24 +176,43 @@ def evaluate_offline(
     max_new_tokens: int,
     ks: list[int],
     threads: int = 2,
+    draft_irs: Mapping[str, Path] | None = None,
+    target_precision: str = "fp32",
 ) -> list[dict]:
-    """Greedy and sampled acceptance, tau and MBSU of a draft, per task family and overall.
+    """Greedy and sampled acceptance, tau and MBSU of a draft per precision, task family and k.
 
-    Rows carry task, k, alpha_greedy, alpha_sampled, tau_iid (from alpha_greedy), tau_sim (exact
-    greedy replay), mbsu (from tau_sim and r = param_bytes_ratio at equal precision),
-    acceptance_by_position, n_prompts and n_tokens. The task "all" pools every prompt.
+    The draft is scored as PyTorch fp32 (precision ``torch-fp32``) and as each IR in
+    ``draft_irs`` (precision label -> IR directory, e.g. {"fp16": ..., "int4": ...}), all on the
+    same target continuations. Rows carry precision, task, k, alpha_greedy, alpha_sampled,
+    tau_iid (from alpha_greedy), tau_sim (exact greedy replay), mbsu (from tau_sim and r),
+    r (see ``draft_r``: the draft's bytes read per token at that precision over the target's at
+    ``target_precision``, the precision the target is deployed in), acceptance_by_position,
+    n_prompts and n_tokens. The task "all" pools every prompt.
     """
     import torch
     from transformers import AutoTokenizer
 
-    torch.set_num_threads(threads)
+    if not prompts:
+        raise ValueError("evaluate_offline: the prompt set is empty")
+    draft_irs = dict(draft_irs or {})
+    for precision in (target_precision, *draft_irs):
+        bytes_per_param(precision)  # an unknown precision fails before any model loads
+    for ir in draft_irs.values():
+        ir_model_file(ir)  # fail naming the path before any model is loaded
+    check_same_tokenizer(draft_dir, target_dir)
+    if threads:  # 0 keeps torch's default (the paper profile)
+        torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
-    target, draft = load_fp32_model(target_dir), load_fp32_model(draft_dir)
-    by_task: dict[str, list[dict]] = defaultdict(list)
+    target = load_fp32_model(target_dir)
+    variants: dict[str, Scorer] = {TORCH_FP32: _torch_scorer(load_fp32_model(draft_dir))}
+    variants.update({p: IRScorer(ir, threads=threads) for p, ir in draft_irs.items()})
+    scored: dict[str, dict[str, list[dict]]] = {p: defaultdict(list) for p in variants}
     for row in prompts:
         ids = prompt_ids(tokenizer, row)
-        by_task[row["task"]].append(score_prompt(target, draft, ids, max_new_tokens))
-    r = metrics.param_bytes_ratio(draft_dir, target_dir)
-    rows = [row for task in sorted(by_task) for row in _rows_for(task, by_task[task], ks, r)]
-    pooled = [s for task in sorted(by_task) for s in by_task[task]]
-    return rows + _rows_for("all", pooled, ks, r)
+        for label, result in score_variants(target, variants, ids, max_new_tokens).items():
+            scored[label][row["task"]].append(result)
+    rows = []
+    for label in variants:
+        r = draft_r(draft_dir, target_dir, label, target_precision)
+        rows += rows_by_task(scored[label], ks, r, label)
+    return rows

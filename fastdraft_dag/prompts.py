@@ -200,17 +200,26 @@ def word_ngrams(text: str, n: int) -> set[int]:
 
 
 class NgramIndex:
-    """n-gram hash -> eval id, built once so many candidates can be checked cheaply."""
+    """n-gram hash -> eval id, built once so many candidates can be checked cheaply.
+
+    Whole texts are indexed too (normalized): an evaluation prompt shorter than `n` words has no
+    n-gram, yet a KD prompt equal to it is still a leak.
+    """
 
     def __init__(self, eval_rows: Iterable[dict[str, Any]], n: int = 13) -> None:
         self.n = n
         self.owner: dict[int, str] = {}
+        self.exact: dict[str, str] = {}
         for r in eval_rows:
+            self.exact.setdefault(normalize_key(r["prompt"]), r["id"])
             for h in word_ngrams(r["prompt"], n):
                 self.owner.setdefault(h, r["id"])
 
     def hit(self, text: str) -> str | None:
-        """The id of one evaluation row sharing an n-gram with `text`, or None."""
+        """The id of one evaluation row equal to `text` or sharing an n-gram with it, or None."""
+        key = normalize_key(text)
+        if key and key in self.exact:
+            return self.exact[key]
         for h in word_ngrams(text, self.n):
             if h in self.owner:
                 return self.owner[h]
@@ -417,11 +426,14 @@ def kd_prompts_with_stats(
 # ---------------------------------------------------------------- user-supplied prompts
 
 
-def _valid_row(obj: Any) -> dict[str, Any] | None:
+def _valid_row(obj: Any, allow_empty: bool = False) -> dict[str, Any] | None:
     if not isinstance(obj, dict):
         return None
-    fields = [obj.get(k) for k in ("id", "task", "prompt")]
+    fields = [obj.get(k) for k in ("id", "task")]
     if not all(isinstance(v, str) and v.strip() for v in fields):
+        return None
+    prompt = obj.get("prompt")
+    if not isinstance(prompt, str) or not (allow_empty or prompt.strip()):
         return None
     chat = obj.get("chat", True)
     if not isinstance(chat, bool):
@@ -429,11 +441,12 @@ def _valid_row(obj: Any) -> dict[str, Any] | None:
     return row(obj["id"], obj["task"], obj["prompt"], chat)
 
 
-def load_prompts_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+def load_prompts_jsonl(path: Path, allow_empty: bool = False) -> tuple[list[dict[str, Any]], int]:
     """User prompt rows `{id, task, prompt[, chat]}`: (valid rows, count of malformed rows).
 
     Duplicate ids count as malformed (ids key the KD rows and resume). Raises ValueError naming
     the file when it is missing or holds no valid row, so a typo fails before any generation.
+    `allow_empty` keeps rows whose prompt is blank, for a caller that counts them itself.
     """
     path = Path(path)
     if not path.is_file():
@@ -445,7 +458,7 @@ def load_prompts_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
         if not line.strip():
             continue
         try:
-            r = _valid_row(json.loads(line))
+            r = _valid_row(json.loads(line), allow_empty)
         except json.JSONDecodeError:
             r = None
         if r is None or r["id"] in ids:

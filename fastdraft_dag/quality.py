@@ -62,3 +62,42 @@ def acceptance_regressions(
                 }
             )
     return out
+
+
+QUANTIZED = ("int8", "int4")
+
+
+def quantized_acceptance_losses(
+    rows: Iterable[Mapping[str, Any]], tolerance: float = 0.02
+) -> dict[str, Any]:
+    """Greedy-acceptance loss of each quantized draft (int8/int4) against its float reference.
+
+    The reference is the fp16 draft IR, or the PyTorch fp32 draft (``torch-fp32``) when no fp16
+    IR was scored. ``rows`` are offline rows (precision, task, alpha_greedy; alpha_greedy does
+    not depend on k, so duplicates per k agree). Returns the reference, every (precision, task)
+    loss, and the ones above ``tolerance`` (absolute) as ``failures``.
+    """
+    if tolerance < 0:
+        raise ValueError(f"quantization tolerance {tolerance}: must be >= 0")
+    alpha: dict[tuple[str, str], float] = {}
+    for row in rows:
+        alpha[(row["precision"], row["task"])] = float(row["alpha_greedy"])
+    precisions = {p for p, _ in alpha}
+    reference = "fp16" if "fp16" in precisions else "torch-fp32"
+    losses = []
+    for (precision, task), value in sorted(alpha.items()):
+        base = alpha.get((reference, task))
+        if precision not in QUANTIZED or base is None:
+            continue
+        loss = base - value
+        losses.append(
+            {
+                "precision": precision,
+                "task": task,
+                "reference": round(base, 4),
+                "alpha_greedy": round(value, 4),
+                "loss": round(loss, 4),
+            }
+        )
+    failures = [x for x in losses if x["loss"] > tolerance]
+    return {"reference": reference, "losses": losses, "failures": failures}

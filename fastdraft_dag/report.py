@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 OFFLINE_COLUMNS = (
+    "precision",
     "task",
     "k",
     "alpha_greedy",
@@ -13,21 +14,28 @@ OFFLINE_COLUMNS = (
     "tau_iid",
     "tau_sim",
     "mbsu",
+    "r",
     "n_prompts",
     "n_tokens",
 )
 WALL_COLUMNS = (
-    "task",
+    "mode",
+    "draft",
     "k",
-    "plain_tok_s",
-    "sd_tok_s",
+    "task",
+    "tok_s",
     "speedup",
     "tau_measured",
+    "accepted_per_step",
+    "ttft_ms",
+    "tpot_ms",
     "agreement",
     "first_divergence",
     "divergence_margin",
     "n_prompts",
 )
+MODE_ORDER = ("plain", "sd", "prompt_lookup", "reference_draft")
+REFERENCE_PRECISION = "torch-fp32"
 
 
 def md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -45,14 +53,48 @@ def md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = 
     return "\n".join(lines)
 
 
+def offline_by_precision(rows: Sequence[Mapping[str, Any]], k: int) -> list[Mapping[str, Any]]:
+    """Offline rows at one k, every precision and task: what quantization costs, side by side."""
+    return [r for r in rows if r["k"] == k]
+
+
+def offline_reference(
+    rows: Sequence[Mapping[str, Any]], ks: Sequence[int]
+) -> list[Mapping[str, Any]]:
+    """The PyTorch fp32 draft's rows at ``ks`` (rows from before precisions existed count too)."""
+    return [
+        r
+        for r in rows
+        if r["k"] in ks and r.get("precision", REFERENCE_PRECISION) == REFERENCE_PRECISION
+    ]
+
+
+def live_sorted(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Live rows grouped by mode (plain first), then k, then task ("all" last)."""
+
+    def key(r: Mapping[str, Any]) -> tuple:
+        mode = r.get("mode")
+        order = MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
+        return (order, r.get("k") or 0, r.get("task") == "all", str(r.get("task")))
+
+    return sorted(rows, key=key)
+
+
 def render_benchmark(tables: Mapping[str, Any], ks: Sequence[int] = (1, 3, 5, 8)) -> str:
-    offline = [r for r in tables["offline"] if r["k"] in ks]
-    return "\n".join(
-        [
-            "### Acceptance, tau and MBSU from target and draft logits (greedy)",
-            md_table(offline, OFFLINE_COLUMNS),
-            "",
-            "### Wall-clock speculative decoding (openvino_genai)",
-            md_table(tables["wallclock"], WALL_COLUMNS),
-        ]
-    )
+    """The benchmark in markdown: reference acceptance by k, all precisions at the chosen k, live."""
+    offline = tables["offline"]
+    best_k = tables.get("best_k")
+    k = best_k if best_k in {r["k"] for r in offline} else max((r["k"] for r in offline), default=0)
+    lines = [
+        "### Acceptance, tau and MBSU from target and draft logits (greedy, PyTorch fp32 draft)",
+        md_table(offline_reference(offline, ks), OFFLINE_COLUMNS),
+        "",
+        f"### Every exported draft precision at k = {k}",
+        md_table(offline_by_precision(offline, k), OFFLINE_COLUMNS),
+        "",
+        "### Wall-clock speculative decoding (openvino_genai)",
+        md_table(live_sorted(tables["wallclock"]), WALL_COLUMNS),
+    ]
+    if best_k is not None:
+        lines += ["", f"Chosen k on {tables.get('device', '?')}: **{best_k}**"]
+    return "\n".join(lines)

@@ -1,192 +1,273 @@
-"""Wall-clock speculative decoding on OpenVINO GenAI: plain target vs target + draft, greedy.
+"""Live speculative decoding on OpenVINO GenAI: plain target vs every drafted mode, greedy.
 
-Both modes get the same token ids (rendered and tokenized once with the HF tokenizer, so the
-chat template is applied exactly once and openvino_genai's own templating never runs), the same
-device, precision hint and max new tokens. Each mode loads one pipeline and warms it up once.
-Greedy SD should reproduce plain decoding; for real models near-tie argmax flips make it differ
-sometimes, so agreement is measured and the target's top-2 logit margin at the first divergence
-is reported when a PyTorch copy of the target is given.
+Modes: plain target decoding; our draft at every k asked for (one pipeline, k changed per run);
+prompt lookup (n-grams of the prompt as the draft) and an off-the-shelf reference draft, both at
+the best k of our draft so the three drafted modes compare at the same draft length. Every mode
+gets the same token ids (rendered and tokenized once with the HF tokenizer, so a chat template
+is applied exactly once), device, precision hint and max new tokens, and each pipeline loads and
+warms up once. Greedy SD should reproduce plain decoding; for real models near-tie argmax flips
+make it differ sometimes, so agreement is measured per mode and the target's top-2 logit margin
+at the first divergence is reported when a PyTorch copy of the target is given. No Dagster here.
 """
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.offline_eval import load_fp32_model, prompt_ids
+from fastdraft_dag.sd_modes import (
+    PROMPT_LOOKUP_NGRAM,
+    available_devices,
+    check_device,
+    check_ir_dir,
+    check_ks,
+    first_divergence,
+    greedy_config,
+    make_pipeline,
+    pipeline_properties,
+    run_prompts,
+    to_tensors,
+    top2_margin,
+)
+from fastdraft_dag.tokenizer_identity import tokenizer_differences
 
-MAX_DIVERGENCES = 64  # one target forward pass each: cheap next to the benchmark itself
-
-
-def pipeline_properties(precision_hint: str, threads: int | None) -> dict[str, Any]:
-    """OpenVINO properties for both models; threads 0/None keeps OpenVINO's default."""
-    props: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision_hint}
-    if threads:
-        props["INFERENCE_NUM_THREADS"] = int(threads)
-    return props
-
-
-def _make_pipeline(target_ir: Path, draft_ir: Path | None, device: str, props: dict) -> Any:
-    """One LLMPipeline per mode: loading costs seconds, so it is never done per prompt."""
-    import openvino_genai as ov_genai
-
-    if draft_ir is None:
-        return ov_genai.LLMPipeline(str(target_ir), device, **props)
-    draft = ov_genai.draft_model(str(draft_ir), device, **props)
-    return ov_genai.LLMPipeline(str(target_ir), device, draft_model=draft, **props)
+MAX_DIVERGENCES = 32  # per mode and k; one target forward pass each, cheap next to the benchmark
+N_SAMPLES = 2  # prompts whose decoded text is kept (plain and our draft at the best k)
 
 
-def _config(pipe: Any, max_new_tokens: int, k: int | None) -> Any:
-    """Greedy config derived from the pipeline's own (a bare GenerationConfig has no EOS)."""
-    config = pipe.get_generation_config()
-    config.max_new_tokens = max_new_tokens
-    config.do_sample = False
-    config.apply_chat_template = False
-    if k is not None:
-        config.num_assistant_tokens = k
-    return config
+def choose_k(rows: Iterable[Mapping[str, Any]]) -> int:
+    """The k of our draft with the highest pooled (task "all") SD tokens/s; ties -> smaller k."""
+    best: tuple[float, int] | None = None
+    for row in rows:
+        if row.get("mode") == "sd" and row.get("task") == "all":
+            candidate = (float(row["tok_s"]), -int(row["k"]))
+            best = candidate if best is None or candidate > best else best
+    if best is None:
+        raise ValueError("choose_k: no pooled (task 'all') rows of mode 'sd' to choose from")
+    return -best[1]
 
 
-def _sd_counts(result: Any) -> dict[str, Any]:
-    """Accepted draft tokens and target forward passes from extended_perf_metrics, if exposed."""
-    ext = getattr(result, "extended_perf_metrics", None)
-    try:
-        main = ext.main_model_metrics
-        return {
-            "accepted": int(ext.get_num_accepted_tokens()),
-            "draft_tokens": int(ext.get_num_draft_tokens()),
-            "target_passes": len(main.raw_metrics.m_durations),
-        }
-    except AttributeError:
-        return {"accepted": None, "draft_tokens": None, "target_passes": None}
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
-def _run_mode(pipe: Any, inputs: list[list[int]], config: Any) -> list[dict]:
-    """Generate every prompt once (after one warm-up), timing each call by wall clock."""
-    import numpy as np
-    import openvino as ov
+def _row(run: dict, idx: list[int], plain: list[dict], task: str, meta: dict) -> dict:
+    """One row of a mode over the prompts ``idx``: throughput, speedup, tau, latency, agreement.
 
-    tensors = [ov.Tensor(np.asarray([ids], dtype=np.int64)) for ids in inputs]
-    pipe.generate(tensors[0], config)  # warm-up: first call compiles kernels and allocates
-    out = []
-    for tensor in tensors:
-        start = time.perf_counter()
-        result = pipe.generate(tensor, config)
-        seconds = time.perf_counter() - start
-        out.append({"tokens": list(result.tokens[0]), "seconds": seconds, **_sd_counts(result)})
-    return out
-
-
-def first_divergence(a: list[int], b: list[int]) -> int | None:
-    """Index of the first differing token of two generations, None if identical."""
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
-def top2_margin(model: Any, ids: list[int]) -> float:
-    """Target's top-1 minus top-2 logit for the next token after ``ids`` (a near-tie is small)."""
-    import torch
-
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0, -1].float()
-    top = torch.topk(logits, 2).values
-    return float(top[0] - top[1])
-
-
-def _divergences(inputs: list[list[int]], plain: list[dict], sd: list[dict], margin_dir) -> list:
-    """First divergence of the first few disagreeing prompts, with the target's logit margin."""
-    found = []
-    for i, (p, s) in enumerate(zip(plain, sd, strict=True)):
-        pos = first_divergence(p["tokens"], s["tokens"])
-        if pos is not None:
-            found.append({"prompt_index": i, "position": pos, "top2_margin": None})
-        if len(found) >= MAX_DIVERGENCES:
-            break
-    if found and margin_dir is not None:
-        model = load_fp32_model(Path(margin_dir))
-        for d in found:
-            prefix = inputs[d["prompt_index"]] + plain[d["prompt_index"]]["tokens"][: d["position"]]
-            d["top2_margin"] = top2_margin(model, prefix)
-    return found
-
-
-def _summarize(task: str, plain: list[dict], sd: list[dict], meta: dict) -> dict:
-    """One row: tokens/s of both modes, speedup, agreement and measured tau (if exposed)."""
-    n_plain = sum(len(p["tokens"]) for p in plain)
-    n_sd = sum(len(s["tokens"]) for s in sd)
-    plain_tps = n_plain / sum(p["seconds"] for p in plain)
-    sd_tps = n_sd / sum(s["seconds"] for s in sd)
-    passes = [s["target_passes"] for s in sd]
-    accepted = [s["accepted"] for s in sd]
-    known = None not in passes and None not in accepted and sum(passes) > 0
+    tau_measured = tokens / target passes (the prefill counts as one pass). Every pass emits its
+    accepted drafts plus one token, so accepted = tokens - passes, and accepted_per_step divides
+    that by the SD steps (passes minus one prefill per prompt). ttft_ms is the simple mean over
+    prompts (one first token each); tpot_ms is weighted by each prompt's tokens after the first,
+    i.e. total decode time / total decoded tokens.
+    """
+    recs, base = [run["records"][i] for i in idx], [plain[i] for i in idx]
+    tokens = sum(len(r["tokens"]) for r in recs)
+    tok_s = tokens / sum(r["seconds"] for r in recs)
+    plain_tok_s = sum(len(b["tokens"]) for b in base) / sum(b["seconds"] for b in base)
+    passes = [r["passes"] for r in recs]
+    total = sum(passes) if None not in passes and sum(passes) > 0 else None
+    drafted = run["mode"] != "plain"
+    accepted = tokens - total if drafted and total is not None else None
+    steps = total - len(recs) if total is not None else 0
+    decoded = [max(len(r["tokens"]) - 1, 0) for r in recs]
+    tpot = [r["tpot_ms"] * n for r, n in zip(recs, decoded, strict=True)]
     return {
-        **meta,
+        "mode": run["mode"],
+        "draft": run["draft"],
+        "k": run["k"],
         "task": task,
-        "n_prompts": len(plain),
-        "plain_tokens": n_plain,
-        "sd_tokens": n_sd,
-        "plain_tok_s": plain_tps,
-        "sd_tok_s": sd_tps,
-        "speedup": sd_tps / plain_tps,
-        "agreement": sum(p["tokens"] == s["tokens"] for p, s in zip(plain, sd, strict=True))
-        / len(plain),
-        "accepted_draft_tokens": sum(accepted) if known else None,
-        "target_passes": sum(passes) if known else None,
-        "tau_measured": n_sd / sum(passes) if known else None,
+        "n_prompts": len(recs),
+        "tokens": tokens,
+        "tok_s": tok_s,
+        "speedup": tok_s / plain_tok_s,
+        "tau_measured": tokens / total if total is not None else None,
+        "accepted_per_step": accepted / steps if accepted is not None and steps > 0 else None,
+        "accepted_draft_tokens": accepted,
+        "target_passes": total,
+        "ttft_ms": _mean([r["ttft_ms"] for r in recs]),
+        "tpot_ms": sum(tpot) / sum(decoded) if sum(decoded) else None,
+        "agreement": _mean(
+            [float(r["tokens"] == b["tokens"]) for r, b in zip(recs, base, strict=True)]
+        ),
+        **meta,
     }
 
 
-def benchmark_sd(
+def _first(divergences: list[dict], run: dict, idx: list[int]) -> dict | None:
+    """The run's earliest divergence (smallest token position) among the prompts ``idx``."""
+    mine = [
+        d
+        for d in divergences
+        if (d["mode"], d["draft"], d["k"]) == (run["mode"], run["draft"], run["k"])
+        and d["prompt_index"] in set(idx)
+    ]
+    return min(mine, key=lambda d: (d["position"], d["prompt_index"]), default=None)
+
+
+def build_rows(runs: list[dict], tasks: list[str], divergences: list[dict], meta: dict) -> list:
+    """Rows per mode/k: one per task family (sorted) and a pooled "all" row."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, task in enumerate(tasks):
+        groups[task].append(i)
+    groups_all = [*sorted(groups.items()), ("all", list(range(len(tasks))))]
+    plain = runs[0]["records"]
+    rows = []
+    for run in runs:
+        for task, idx in groups_all:
+            row = _row(run, idx, plain, task, meta)
+            first = _first(divergences, run, idx)
+            row["first_divergence"] = first["position"] if first else None
+            row["divergence_margin"] = first["top2_margin"] if first else None
+            rows.append(row)
+    return rows
+
+
+def find_divergences(runs: list[dict], tasks: list[str]) -> list[dict]:
+    """Per drafted mode and k: where each disagreeing prompt first leaves plain decoding."""
+    plain = runs[0]["records"]
+    found = []
+    for run in runs[1:]:
+        mine = []
+        for i, (p, r) in enumerate(zip(plain, run["records"], strict=True)):
+            pos = first_divergence(p["tokens"], r["tokens"])
+            if pos is not None and len(mine) < MAX_DIVERGENCES:
+                key = {"mode": run["mode"], "draft": run["draft"], "k": run["k"]}
+                mine.append({**key, "task": tasks[i], "prompt_index": i, "position": pos})
+        found += [{**d, "top2_margin": None} for d in mine]
+    return found
+
+
+def add_margins(
+    divergences: list[dict], inputs: list[list[int]], plain: list[dict], model_dir: Path | None
+) -> None:
+    """Fill ``top2_margin`` from an fp32 PyTorch target; one forward per distinct prefix."""
+    if not divergences or model_dir is None:
+        return
+    model = load_fp32_model(Path(model_dir))
+    cache: dict[tuple[int, int], float] = {}
+    for d in divergences:
+        key = (d["prompt_index"], d["position"])
+        if key not in cache:
+            prefix = inputs[key[0]] + plain[key[0]]["tokens"][: key[1]]
+            cache[key] = top2_margin(model, prefix)
+        d["top2_margin"] = cache[key]
+
+
+def _check_vocabulary(draft_ir: Path, tokenizer_dir: Path) -> None:
+    """A reference draft must share the target's tokenizer, or SD output is silently wrong."""
+    try:
+        diffs = tokenizer_differences(draft_ir, tokenizer_dir)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"reference draft at {draft_ir}: cannot read its tokenizer ({exc})"
+        ) from exc
+    if diffs:
+        raise ValueError(
+            f"reference draft at {draft_ir} does not share the target's tokenizer "
+            f"({tokenizer_dir}): " + "; ".join(diffs)
+        )
+
+
+def _measure(pipe: Any, tensors: list, max_new_tokens: int, modes: list[tuple]) -> list[dict]:
+    """Run (mode, draft label, k, ngram) on one loaded pipeline, warming it up only once."""
+    runs = []
+    for i, (mode, draft, k, ngram) in enumerate(modes):
+        config = greedy_config(pipe, max_new_tokens, k, ngram)
+        records = run_prompts(pipe, tensors, config, warm_up=i == 0)
+        runs.append({"mode": mode, "draft": draft, "k": k, "records": records})
+    return runs
+
+
+def _samples(runs: list[dict], tokenizer: Any, tasks: list[str], best_k: int) -> list[dict]:
+    """Decoded text of the first prompts: plain decoding and our draft at the best k."""
+    chosen = [r for r in runs if r["mode"] == "plain" or (r["mode"] == "sd" and r["k"] == best_k)]
+    return [
+        {
+            "mode": run["mode"],
+            "k": run["k"],
+            "prompt_index": i,
+            "task": tasks[i],
+            "text": tokenizer.decode(rec["tokens"]),
+        }
+        for run in chosen
+        for i, rec in enumerate(run["records"][:N_SAMPLES])
+    ]
+
+
+def _check_inputs(prompts: list[dict], max_new_tokens: int, device: str) -> None:
+    if not prompts:
+        raise ValueError("prompts: the live benchmark got an empty prompt list")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_device(device, available_devices())
+
+
+def benchmark_live(
     target_ir: Path,
     draft_ir: Path,
     prompts: list[dict],
     tokenizer_dir: Path,
     max_new_tokens: int,
-    k: int,
+    ks: list[int],
     device: str = "CPU",
     precision_hint: str = "f32",
     threads: int | None = None,
     margin_model_dir: Path | None = None,
+    prompt_lookup: bool = True,
+    reference_draft_ir: Path | None = None,
 ) -> dict:
-    """Plain vs speculative greedy decoding per task family; rows record device, hint and k.
+    """Plain, SD per k, prompt lookup and reference-draft decoding, greedy, per task family.
 
-    tau_measured = generated tokens / target forward passes (the prefill counts as one pass).
+    Returns {"rows", "best_k", "divergences", "samples"}. One row per mode/k and task family
+    plus a pooled "all" row (keys and formulas in ``_row``): ttft_ms is a simple mean over
+    prompts, tpot_ms a token-weighted mean (total decode time / decoded tokens); speedup is
+    tok_s over plain decoding's tok_s on the same task; first_divergence/divergence_margin are
+    the earliest divergence among the row's prompts. Prompt lookup (max_ngram_size
+    ``PROMPT_LOOKUP_NGRAM``) and the reference draft run at ``best_k``, the k maximising our
+    draft's pooled tokens/s (``choose_k``). Every input is checked before any model loads.
     """
+    ks = check_ks(ks)
+    _check_inputs(prompts, max_new_tokens, device)
+    target_ir = check_ir_dir(target_ir, "target")
+    draft_ir = check_ir_dir(draft_ir, "draft")
+    reference = None
+    if reference_draft_ir is not None:
+        reference = check_ir_dir(reference_draft_ir, "reference draft")
+        _check_vocabulary(reference, Path(tokenizer_dir))
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     inputs = [prompt_ids(tokenizer, row) for row in prompts]
+    tasks = [str(row["task"]) for row in prompts]
+    tensors = to_tensors(inputs)
     props = pipeline_properties(precision_hint, threads)
-    plain_pipe = _make_pipeline(Path(target_ir), None, device, props)
-    plain = _run_mode(plain_pipe, inputs, _config(plain_pipe, max_new_tokens, None))
-    del plain_pipe
-    sd_pipe = _make_pipeline(Path(target_ir), Path(draft_ir), device, props)
-    sd = _run_mode(sd_pipe, inputs, _config(sd_pipe, max_new_tokens, k))
-    del sd_pipe
     meta = {
         "device": device,
         "precision_hint": precision_hint,
-        "k": k,
         "threads": threads or 0,
         "max_new_tokens": max_new_tokens,
     }
-    by_task: dict[str, list[int]] = defaultdict(list)
-    for i, row in enumerate(prompts):
-        by_task[row["task"]].append(i)
-    per_task = [
-        _summarize(t, [plain[i] for i in idx], [sd[i] for i in idx], meta)
-        for t, idx in sorted(by_task.items())
-    ]
-    overall = _summarize("all", plain, sd, meta)
-    overall["divergences"] = _divergences(inputs, plain, sd, margin_model_dir)
-    for row in [*per_task, overall]:
-        mine = set(range(len(prompts))) if row["task"] == "all" else set(by_task[row["task"]])
-        first = next((d for d in overall["divergences"] if d["prompt_index"] in mine), None)
-        row["first_divergence"] = first["position"] if first else None
-        row["divergence_margin"] = first["top2_margin"] if first else None
-    overall["samples"] = [tokenizer.decode(s["tokens"]) for s in sd[:2]]
-    return {"per_task": per_task, "overall": overall}
+
+    def measure(modes: list[tuple], draft: Path | None = None, lookup: bool = False) -> list:
+        pipe = make_pipeline(target_ir, device, props, draft_ir=draft, prompt_lookup=lookup)
+        return _measure(pipe, tensors, max_new_tokens, modes)
+
+    runs = measure([("plain", "", None, None)])
+    runs += measure([("sd", draft_ir.name, k, None) for k in ks], draft=draft_ir)
+    best_k = choose_k(build_rows(runs, tasks, [], meta))
+    if prompt_lookup:
+        label = f"prompt-ngram{PROMPT_LOOKUP_NGRAM}"
+        runs += measure([("prompt_lookup", label, best_k, PROMPT_LOOKUP_NGRAM)], lookup=True)
+    if reference is not None:
+        runs += measure([("reference_draft", reference.name, best_k, None)], draft=reference)
+    divergences = find_divergences(runs, tasks)
+    add_margins(divergences, inputs, runs[0]["records"], margin_model_dir)
+    return {
+        "rows": build_rows(runs, tasks, divergences, meta),
+        "best_k": best_k,
+        "divergences": divergences,
+        "samples": _samples(runs, tokenizer, tasks, best_k),
+    }

@@ -122,15 +122,51 @@ def test_benchmark_covers_four_families_and_sd_equals_plain(tiny):
     families = {r["task"] for r in tables["offline"]}
     assert families == {"code", "instructions", "summarization", "text_completion", "all"}
     assert {r["k"] for r in tables["offline"]} == set(range(1, 9))
+    assert {r["precision"] for r in tables["offline"]} == {"torch-fp32", "fp16", "int8", "int4"}
     for row in tables["offline"]:
         assert 0.0 <= row["alpha_greedy"] <= 1.0
         assert 1.0 <= row["tau_sim"] <= row["k"] + 1
     # Tiny models under the f32 hint: speculative output is token-for-token the plain output.
-    assert tables["wallclock"], "no wall-clock rows"
-    for row in tables["wallclock"]:
+    wall = tables["wallclock"]
+    assert {r["mode"] for r in wall} == {"plain", "sd", "prompt_lookup"}
+    assert {r["k"] for r in wall if r["mode"] == "sd"} == {2, 3}
+    for row in wall:
         assert row["agreement"] == 1.0, row
         assert row["first_divergence"] is None, row
-        assert row["plain_tok_s"] > 0 and row["sd_tok_s"] > 0 and row["tau_measured"] >= 1.0
+        assert row["tok_s"] > 0 and row["speedup"] > 0
+        assert row["mode"] == "plain" or row["tau_measured"] >= 1.0, row
+
+
+def test_benchmark_release_plots_and_quantization_check(tiny):
+    root, _, _, result = tiny
+    art = ArtifactStore(root).latest("benchmark_tables", "tiny-random")
+    meta = _metadata(result, "benchmark_tables")
+    best_k = json.loads((art.path / "results.json").read_text())["best_k"]
+    assert meta["best_k"] == best_k and best_k in (2, 3) and meta["device"] == "CPU"
+    generation = json.loads((art.path / "release/draft-ir/generation_config.json").read_text())
+    assert generation["num_assistant_tokens"] == best_k
+    assert (art.path / "release/draft-ir/openvino_model.xml").is_file()
+    card = (art.path / "release/README.md").read_text()
+    assert f"num_assistant_tokens = {best_k}" in card and "| prompt_lookup |" in card
+    assert "![speedup vs k](speedup_vs_k.png)" in card
+    assert (art.path / "release/speedup_vs_k.png").is_file()
+    for key in ("acceptance_by_draft_position", "speedup_vs_k"):
+        assert meta[key].startswith("![") and "data:image/png;base64,iVBOR" in meta[key]
+    check = next(
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "quantized_draft_acceptance"
+    )
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    losses = check.metadata["losses"].value
+    assert {x["precision"] for x in losses} == {"int8", "int4"}
+    assert check.passed is all(x["loss"] <= 0.02 for x in losses)
+    modes = query(
+        root / "fastdraft.duckdb",
+        "SELECT DISTINCT mode FROM benchmark_wallclock WHERE run_id = ? ORDER BY mode",
+        [result.run_id],
+    )
+    assert [r["mode"] for r in modes] == ["plain", "prompt_lookup", "sd"]
 
 
 def test_results_land_in_duckdb_with_run_id(tiny):
@@ -213,7 +249,7 @@ def test_cli_report_prints_build_times_and_tables(tiny, capsys):
     out = capsys.readouterr().out
     for asset in ASSETS:
         assert f"| {asset} |" in out
-    assert "Wall-clock speculative decoding" in out and "| all | 3 |" in out
+    assert "Wall-clock speculative decoding" in out and "| sd | draft-fp16 | 3 | all |" in out
 
 
 def test_target_observation_records_its_revision(tiny):
@@ -259,6 +295,7 @@ def test_acceptance_check_blocks_a_regression_against_the_previous_run(tiny):
     alphas = {
         r["task"]: r["alpha_greedy"]
         for r in json.loads((art.path / "results.json").read_text())["offline"]
+        if r["precision"] == "torch-fp32"
     }
     task = min(alphas, key=alphas.get)  # a previous run that accepted far more on this task
     assert alphas[task] < 0.9, alphas

@@ -1,4 +1,4 @@
-"""KD generation (resume, finish flags, drops) and SFT arrays (loss mask = response + eos)."""
+"""KD rows on disk and SFT arrays (loss mask = response + eos); generation is in test_kd_generation."""
 
 from __future__ import annotations
 
@@ -6,79 +6,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from fastdraft_dag import kd
-
-PROMPTS = [
-    {"id": f"p{i}", "task": "instructions", "prompt": text, "chat": True}
-    for i, text in enumerate(
-        [
-            "Write a haiku about autumn leaves.",
-            "What is the capital of France?",
-            "Explain recursion to a child.",
-            "List three uses of a paperclip.",
-        ]
-    )
-] + [
-    {"id": "c0", "task": "code", "prompt": "def add(a, b):\n    return", "chat": False},
-    {"id": "c1", "task": "code", "prompt": "import os\n\ndef list_files(path):\n", "chat": False},
-]
 
 
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_generate_resume_and_stable_ids(tiny_target_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "kd.jsonl"
-    args = {"max_new_tokens": 6, "batch_size": 3, "temperature": 1.0, "seed": 3, "progress": False}
-    first = kd.generate_responses(tiny_target_dir, PROMPTS[:4], out, **args)
-    assert first["rows"] + sum(first["drops"].values()) == 4 and first["rows"] >= 2
-    before = _lines(out)
-    assert {r["id"] for r in before} <= {f"p{i}/t1.0/s3" for i in range(4)}
-    assert first["template"] == "chat"
-
-    second = kd.generate_responses(tiny_target_dir, PROMPTS, out, **args)
-    after = _lines(out)
-    assert after[: len(before)] == before  # old rows untouched, not regenerated
-    assert second["skipped_existing"] == len(before)
-    assert len({r["id"] for r in after}) == len(after)
-    assert second["rows_in_file"] == len(after)
-    for r in after:
-        assert r["finish"] in ("eos", "length")
-        assert r["response"].strip() and r["response_tokens"] <= 6
-        assert r["prompt_tokens"] > 0 and r["id"] == f"{r['prompt_id']}/t1.0/s3"
-
-
-def test_finish_flags_and_empty_drops(
-    tiny_target_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Scripted generations: eos mid-way, no eos (length), eos at once (empty, dropped)."""
-    ok = [28120, 905, 2, 0, 0]  # "hello world" <|im_end|> then padding
-    scripted = [ok, [28120] * 5, [2, 0, 0, 0, 0]]
-
-    def fake(model, seqs, config, pad_id):
-        return scripted[: len(seqs)]
-
-    monkeypatch.setattr(kd, "_generate_batch", fake)
-    out = tmp_path / "kd.jsonl"
-    stats = kd.generate_responses(
-        tiny_target_dir, PROMPTS[:3], out, max_new_tokens=5, batch_size=3, progress=False
-    )
-    rows = _lines(out)
-    assert sorted(r["finish"] for r in rows) == ["eos", "length"]
-    assert stats["drops"] == {"empty_response": 1}
-    assert stats["finish"] == {"eos": 1, "length": 1}
-    by_finish = {r["finish"]: r for r in rows}
-    assert by_finish["eos"]["response_tokens"] == 2 and by_finish["length"]["response_tokens"] == 5
-
-
 def test_torn_last_line_is_repaired(tmp_path: Path) -> None:
     out = tmp_path / "kd.jsonl"
     good = {"id": "p0/t0.0/s0", "response": "x"}
     out.write_text(json.dumps(good) + "\n" + '{"id": "p1/t0.0/s0", "resp')
-    assert kd._existing_ids(out) == {"p0/t0.0/s0"}
+    assert kd.existing_ids(out) == {"p0/t0.0/s0"}
     assert _lines(out) == [good]
 
 
@@ -139,10 +79,3 @@ def test_save_sft_npz_atomic(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [path]
     with np.load(path) as z:
         assert (z["train_input_ids"] == arrays["train_input_ids"]).all()
-
-
-def test_resolve_dtype() -> None:
-    assert kd.resolve_dtype("auto") in ("bf16", "fp32")
-    assert kd.resolve_dtype("fp32") == "fp32"
-    with pytest.raises(ValueError, match="float8"):
-        kd.resolve_dtype("float8")

@@ -139,3 +139,122 @@ def test_load_prompts_jsonl_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text("{}\nnot json\n")
     with pytest.raises(ValueError, match="bad.jsonl"):
         P.load_prompts_jsonl(bad)
+
+
+# ---------------------------------------------------------------- assembled KD prompt set
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+FAKE_EVAL = [P.row("eval/fake/0", "instructions", "an evaluation prompt nobody else uses", True)]
+
+
+def test_user_jsonl_with_an_eval_prompt_fails_naming_both_ids(tmp_path: Path) -> None:
+    from fastdraft_dag.prompt_sources import ContaminationError, assemble_prompts
+
+    question = P.eval_prompts("instructions", 3)[2]
+    path = _jsonl(tmp_path / "mine.jsonl", [
+        {"id": "u-ok", "task": "instructions", "prompt": "Name three primary colors."},
+        {"id": "u-planted", "task": "instructions", "prompt": "Hi! " + question["prompt"]},
+    ])  # fmt: skip
+    with pytest.raises(ContaminationError) as err:
+        assemble_prompts(2, 1, sources=({"kind": "jsonl", "path": str(path)},))
+    assert err.value.pairs == [("u-planted", question["id"])]
+    assert "u-planted" in str(err.value) and question["id"] in str(err.value)
+    assert "mine.jsonl" in str(err.value)  # which source it came from
+
+
+def test_user_eval_file_short_prompt_caught_by_exact_match(tmp_path: Path) -> None:
+    from fastdraft_dag.prompt_sources import (
+        ContaminationError,
+        assemble_prompts,
+        evaluation_texts,
+    )
+
+    evals = _jsonl(tmp_path / "eval.jsonl", [{"id": "my-eval-7", "task": "t", "prompt": "Why?"}])
+    kd = _jsonl(tmp_path / "kd.jsonl", [{"id": "u1", "task": "t", "prompt": "  why? "}])
+    eval_rows, _ = evaluation_texts((str(evals),))
+    assert eval_rows[-1]["id"] == "my-eval-7"
+    with pytest.raises(ContaminationError, match="u1.*my-eval-7"):
+        assemble_prompts(0, 0, sources=({"kind": "jsonl", "path": str(kd)},), eval_rows=eval_rows)
+
+
+def test_empty_whitespace_long_and_duplicate_prompts_are_counted(tmp_path: Path) -> None:
+    from fastdraft_dag.prompt_sources import assemble_prompts
+
+    path = _jsonl(tmp_path / "mine.jsonl", [
+        {"id": "a", "task": "t", "prompt": "Write a limerick about a cat."},
+        {"id": "b", "task": "t", "prompt": "   \n\t "},
+        {"id": "c", "task": "t", "prompt": ""},
+        {"id": "d", "task": "t", "prompt": "word " * 100},
+        {"id": "e", "task": "t", "prompt": "write a  LIMERICK about a cat."},
+        {"id": "f", "task": "t"},
+    ])  # fmt: skip
+    src = {"kind": "jsonl", "path": str(path), "task": "instructions"}
+    rows, stats = assemble_prompts(0, 0, max_chars=200, sources=(src,), eval_rows=FAKE_EVAL)
+    assert [r["id"] for r in rows] == ["a"] and rows[0]["task"] == "instructions"
+    assert stats["drops"] == {"empty": 2, "too_long": 1, "duplicate": 1, "malformed": 1}
+    mine = stats["sources"][-1]
+    assert mine["source"] == f"jsonl:{path}" and mine["rows"] == 1 and mine["dropped"] == 5
+
+
+def test_hf_prompt_source_via_the_json_builder(tmp_path: Path) -> None:
+    from fastdraft_dag.prompt_sources import assemble_prompts
+
+    path = _jsonl(tmp_path / "hub.jsonl", [
+        {"qid": i, "question": f"Question number {i}: what is {i} squared?"} for i in range(6)
+    ])  # fmt: skip
+    src = {"kind": "hf", "dataset": "json", "data_files": str(path), "prompt_column": "question",
+           "id_column": "qid", "task": "math", "max_rows": 4, "chat": False}  # fmt: skip
+    rows, stats = assemble_prompts(1, 0, sources=(src,), eval_rows=FAKE_EVAL)
+    hub = [r for r in rows if r["task"] == "math"]
+    assert [r["id"] for r in hub] == [f"json/{i}" for i in range(4)]
+    assert hub[0]["prompt"] == "Question number 0: what is 0 squared?" and not hub[0]["chat"]
+    assert len(rows) == 5 and stats["by_task"] == {"instructions": 1, "math": 4}
+    bad = {**src, "prompt_column": "text"}
+    with pytest.raises(ValueError, match="no column 'text'"):
+        assemble_prompts(0, 0, sources=(bad,), eval_rows=FAKE_EVAL)
+
+
+def test_prompt_source_settings_are_validated() -> None:
+    from fastdraft_dag.profiles import KDConfig
+    from fastdraft_dag.prompt_sources import PromptSource
+
+    with pytest.raises(ValueError, match=r"kd.prompt_sources\[0\].kind"):
+        KDConfig(prompt_sources=({"kind": "csv", "path": "x"},))
+    with pytest.raises(ValueError, match=r"unknown keys \['colum'\]"):
+        PromptSource.parse({"kind": "hf", "dataset": "json", "colum": "q"})
+    with pytest.raises(ValueError, match="needs 'path'"):
+        PromptSource.parse({"kind": "jsonl"})
+    cfg = KDConfig(prompt_sources=({"kind": "jsonl", "path": "p.jsonl", "max_rows": 3},))
+    assert cfg.prompt_sources[0] == PromptSource("jsonl", path="p.jsonl", max_rows=3)
+
+
+def test_prompts_too_long_for_the_context_are_dropped(tiny_target_dir: Path, tokenizer) -> None:
+    from fastdraft_dag.kd import prompt_text
+    from fastdraft_dag.prompt_sources import drop_too_long, fit_to_target
+
+    rows = [P.row(f"r{i}", "t", "word " * (5 * i + 1), True) for i in range(8)]
+    lengths = [len(tokenizer(prompt_text(tokenizer, r))["input_ids"]) for r in rows]
+    kept, dropped = drop_too_long(rows, tokenizer, context_len=40, max_new_tokens=8)
+    assert [r["id"] for r in kept] == [
+        r["id"] for r, n in zip(rows, lengths, strict=True) if n + 8 <= 40
+    ]
+    assert dropped == sum(n + 8 > 40 for n in lengths) and 0 < dropped < len(rows)
+    kept, info = fit_to_target(rows, tiny_target_dir, max_new_tokens=8)
+    assert info == {"prompt_too_long": 0, "context_len": 8192, "template": "chat"}
+
+
+def test_no_chat_template_is_reported_as_fallback(tiny_target_dir: Path, tmp_path: Path) -> None:
+    from fastdraft_dag.prompt_sources import fit_to_target
+
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tiny_target_dir / name).read_bytes())
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    rows = [P.row("r", "t", "Hello there", True)]
+    assert fit_to_target(rows, tmp_path, 8)[1]["template"] == "fallback"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from fastdraft_dag import openvino_export, sd_benchmark
+from fastdraft_dag import openvino_export, sd_benchmark, sd_modes
 
-DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+DEVICES = sd_modes.DEVICES
 
 
 class CoreUltraResource(dg.ConfigurableResource):
@@ -25,51 +25,39 @@ class CoreUltraResource(dg.ConfigurableResource):
 
     def available_devices(self) -> list[str]:
         """Devices the OpenVINO runtime sees on this machine (e.g. CPU, GPU.0, NPU)."""
-        import openvino as ov
-
-        return list(ov.Core().available_devices)
+        return sd_modes.available_devices()
 
     def validate(self) -> None:
-        """Fail early, naming the device, when it is not present (e.g. GPU asked on a CPU box).
+        """Fail early, naming the device and listing the available ones, when it is not here."""
+        sd_modes.check_device(self.device, self.available_devices())
 
-        "GPU" matches "GPU.0"/"GPU.1"; AUTO only needs some device to exist.
-        """
-        available = self.available_devices()
-        base = self.device.split(".")[0].split(":")[0].upper()
-        if base not in DEVICES:
-            raise ValueError(f"unknown OpenVINO device {self.device!r}; expected one of {DEVICES}")
-        if base == "AUTO":
-            ok = bool(available)
-        else:
-            ok = any(d == self.device or d.split(".")[0] == self.device for d in available)
-        if not ok:
-            raise RuntimeError(
-                f"OpenVINO device {self.device!r} is not available here; found {available}"
-            )
-
-    def benchmark_sd(
+    def benchmark_live(
         self,
         target_ir: Path,
         draft_ir: Path,
         prompts: list[dict],
         tokenizer_dir: Path,
         max_new_tokens: int,
-        k: int,
+        ks: list[int],
         margin_model_dir: Path | None = None,
+        prompt_lookup: bool = True,
+        reference_draft_ir: Path | None = None,
     ) -> dict:
-        """Run ``sd_benchmark.benchmark_sd`` on this resource's device, hint and threads."""
+        """Run ``sd_benchmark.benchmark_live`` on this resource's device, hint and threads."""
         self.validate()
-        return sd_benchmark.benchmark_sd(
+        return sd_benchmark.benchmark_live(
             target_ir,
             draft_ir,
             prompts,
             tokenizer_dir,
             max_new_tokens,
-            k,
+            ks,
             device=self.device,
             precision_hint=self.precision_hint,
             threads=self.threads or None,
             margin_model_dir=margin_model_dir,
+            prompt_lookup=prompt_lookup,
+            reference_draft_ir=reference_draft_ir,
         )
 
     def export_ir(self, model_dir: Path, out_dir: Path, weight_format: str) -> dict:

@@ -29,13 +29,16 @@ SCHEMA = {
     "benchmark_offline": """
         run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, target VARCHAR,
         draft_version VARCHAR, task VARCHAR, k INTEGER, alpha_greedy DOUBLE, alpha_sampled DOUBLE, tau_iid DOUBLE, tau_sim DOUBLE,
-        mbsu DOUBLE, r DOUBLE, n_prompts INTEGER, n_tokens INTEGER""",
+        mbsu DOUBLE, r DOUBLE, n_prompts INTEGER, n_tokens INTEGER, precision VARCHAR,
+        target_precision VARCHAR""",
     "benchmark_wallclock": """
         run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, target VARCHAR,
         draft_version VARCHAR, draft_precision VARCHAR, target_precision VARCHAR, device VARCHAR, precision_hint VARCHAR,
         task VARCHAR, k INTEGER, max_new_tokens INTEGER, plain_tok_s DOUBLE, sd_tok_s DOUBLE,
         speedup DOUBLE, tau_measured DOUBLE, accepted_draft_tokens BIGINT, target_passes BIGINT,
-        agreement DOUBLE, first_divergence INTEGER, divergence_margin DOUBLE, n_prompts INTEGER""",
+        agreement DOUBLE, first_divergence INTEGER, divergence_margin DOUBLE, n_prompts INTEGER,
+        mode VARCHAR, draft VARCHAR, tokens BIGINT, tok_s DOUBLE, ttft_ms DOUBLE, tpot_ms DOUBLE,
+        accepted_per_step DOUBLE, threads INTEGER""",
 }
 
 
@@ -123,12 +126,14 @@ def query(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str,
 
 
 def previous_acceptance(
-    db_path: Path, target: str, current_version: str
+    db_path: Path, target: str, current_version: str, precision: str = "torch-fp32"
 ) -> tuple[str | None, dict[str, float]]:
     """alpha_greedy per task of the target's newest benchmark before `current_version`.
 
     "Previous" is the most recently written artifact version other than the current one, so a
-    rerun that reuses the current artifact still compares against the run before it.
+    rerun that reuses the current artifact still compares against the run before it. Only rows
+    of the draft at `precision` count; rows written before precisions were recorded (NULL) were
+    all the PyTorch fp32 draft.
     """
     if not Path(db_path).exists():
         return None, {}
@@ -141,9 +146,10 @@ def previous_acceptance(
             GROUP BY artifact_version ORDER BY max(created_at) DESC LIMIT 1)
         SELECT b.artifact_version, b.task, avg(b.alpha_greedy) AS alpha_greedy
         FROM benchmark_offline b JOIN prev USING (artifact_version)
+        WHERE coalesce(b.precision, ?) = ?
         GROUP BY b.artifact_version, b.task
         """,
-        [target, current_version],
+        [target, current_version, precision, precision],
     )
     if not rows:
         return None, {}

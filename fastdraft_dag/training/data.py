@@ -1,4 +1,5 @@
-"""Training data for the trainer: packed token shards and SFT arrays, drawn as global batches.
+"""Training data for the trainer: packed token shards, SFT arrays, and mixes of both, drawn as
+global batches.
 
 A step's rows are chosen once, as a *plan* over the whole global batch (batch_size x grad_accum
 rows), from one seeded numpy Generator that every process holds in the same state. Each process
@@ -134,7 +135,125 @@ class SftData:
         return 1.0
 
 
-Data = PackedData | SftData
+def _as_sft(batch: Batch, width: int) -> Batch:
+    """Any part's batch in the SFT shape: `width` columns, labels -100 and mask 0 on padding.
+
+    Packed rows have no attention mask (every position counts); rows longer than `width` are
+    cut, shorter ones right-padded (causal attention: padding after a row never changes it).
+    """
+    ids, labels = batch["input_ids"][:, :width], batch["labels"][:, :width]
+    mask = batch.get("attention_mask")
+    mask = torch.ones_like(ids) if mask is None else mask[:, :width].long()
+    pad = width - ids.shape[1]
+    if pad > 0:
+        ids = torch.nn.functional.pad(ids, (0, pad), value=0)
+        labels = torch.nn.functional.pad(labels, (0, pad), value=IGNORE)
+        mask = torch.nn.functional.pad(mask, (0, pad), value=0)
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class MixedData:
+    """Several data parts in one stage, e.g. KD rows plus a share of pre-training sequences.
+
+    Spec: `{"kind": "mixed", "parts": [{"weight": 0.9, "kind": "sft", ...}, {"weight": 0.1,
+    "kind": "packed", ...}]}`. The plan draws each row's part from the same seeded Generator as
+    everything else (then the rows within each part, part by part), so it stays one global-batch
+    plan: a row of the plan is `(part, a, b)`, where `(a, b)` is that part's own plan row. Every
+    batch has the SFT shape (`_as_sft`), as wide as the widest SFT part (packed rows are cut or
+    padded to it). Validation reports each part's domains as `<part name>/<domain>`, weighted by
+    the part weights.
+    """
+
+    def __init__(self, parts: list[dict[str, Any]]) -> None:
+        if not parts:
+            raise DataError("mixed data: 'parts' is empty")
+        self.names, self.parts, weights = [], [], []
+        for i, raw in enumerate(parts):
+            raw = dict(raw)
+            name, weight = raw.pop("name", f"part{i}"), float(raw.pop("weight", 0.0))
+            if "/" in str(name) or name in self.names:
+                raise DataError(f"mixed data: part name {name!r} is repeated or contains '/'")
+            if raw.get("kind") == "mixed":
+                raise DataError(f"mixed data: part {name!r} is itself mixed (not supported)")
+            if weight < 0:
+                raise DataError(f"mixed data: part {name!r} has negative weight {weight}")
+            if weight > 0:
+                self.names.append(name)
+                self.parts.append(open_data(raw))
+                weights.append(weight)
+        if not self.parts:
+            raise DataError(f"mixed data: no part has a positive weight ({parts})")
+        self.weights = np.array(weights, dtype=np.float64) / sum(weights)
+        self.domains = [
+            f"{n}/{d}" for n, p in zip(self.names, self.parts, strict=True) for d in p.domains
+        ]
+
+    @property
+    def seq_len(self) -> int:
+        sft = [p.seq_len for p in self.parts if isinstance(p, SftData)]
+        return max(sft or [p.seq_len for p in self.parts])
+
+    @property
+    def max_token_id(self) -> int:
+        return max(p.max_token_id for p in self.parts)
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        picks = rng.choice(len(self.parts), size=n, p=self.weights)
+        plan = np.zeros((n, 3), dtype=np.int64)
+        plan[:, 0] = picks
+        for k, part in enumerate(self.parts):
+            where = np.flatnonzero(picks == k)
+            if len(where):
+                sub = part.draw(rng, len(where)).reshape(len(where), -1)
+                plan[where, 1 : 1 + sub.shape[1]] = sub
+        return plan
+
+    def _sub(self, k: int, rows: np.ndarray) -> np.ndarray:
+        """Part k's own plan rows back from the mixed plan (SFT plans are 1-D)."""
+        return rows[:, 1] if isinstance(self.parts[k], SftData) else rows[:, 1:3]
+
+    def batch(self, plan: np.ndarray) -> Batch:
+        width = self.seq_len
+        out = {
+            "input_ids": torch.zeros((len(plan), width), dtype=torch.long),
+            "labels": torch.full((len(plan), width), IGNORE, dtype=torch.long),
+            "attention_mask": torch.zeros((len(plan), width), dtype=torch.long),
+        }
+        for k, part in enumerate(self.parts):
+            where = np.flatnonzero(plan[:, 0] == k)
+            if len(where):
+                sub = _as_sft(part.batch(self._sub(k, plan[where])), width)
+                for key, value in sub.items():
+                    out[key][torch.from_numpy(where)] = value.long()
+        return out
+
+    def loss_tokens(self, plan: np.ndarray) -> int:
+        total = 0
+        for k, part in enumerate(self.parts):
+            rows = plan[plan[:, 0] == k]
+            if not len(rows):
+                continue
+            if isinstance(part, SftData):
+                total += part.loss_tokens(self._sub(k, rows))
+            else:  # packed: every position of the (possibly cut) row but the last
+                total += len(rows) * (min(part.seq_len, self.seq_len) - 1)
+        return total
+
+    def sample(self, rng: np.random.Generator, n: int) -> Batch:
+        return self.batch(self.draw(rng, n))
+
+    def val_batches(self, batch_size: int, n: int) -> Iterator[tuple[str, Batch]]:
+        for name, part in zip(self.names, self.parts, strict=True):
+            for domain, batch in part.val_batches(batch_size, n):
+                yield f"{name}/{domain}", _as_sft(batch, self.seq_len)
+
+    def domain_weight(self, domain: str) -> float:
+        name, inner = domain.split("/", 1)
+        k = self.names.index(name)
+        return float(self.weights[k]) * self.parts[k].domain_weight(inner)
+
+
+Data = PackedData | SftData | MixedData
 
 
 def open_data(spec: dict[str, Any]) -> Data:
@@ -144,7 +263,9 @@ def open_data(spec: dict[str, Any]) -> Data:
         return PackedData(spec["root"], spec["mix"])
     if kind == "sft":
         return SftData(spec["path"])
-    raise DataError(f"data kind {kind!r}: expected 'packed' or 'sft'")
+    if kind == "mixed":
+        return MixedData(spec.get("parts") or [])
+    raise DataError(f"data kind {kind!r}: expected 'packed', 'sft' or 'mixed'")
 
 
 def local_slice(plan: np.ndarray, rank: int, world: int) -> np.ndarray:

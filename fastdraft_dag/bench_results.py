@@ -1,0 +1,133 @@
+"""What the benchmark is run on and what it ships: prompt sets, DuckDB rows, the release folder.
+
+Plain functions with known answers; the `benchmark_tables` asset only wires them together. No
+Dagster here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastdraft_dag.ir_scoring import ir_model_file
+from fastdraft_dag.prompts import EVAL_FAMILIES, eval_prompts, load_prompts_jsonl
+from fastdraft_dag.storage.artifacts import write_json_atomic
+
+GENERATION_CONFIG = "generation_config.json"
+
+
+def bench_prompt_set(
+    per_family: int,
+    prompt_files: Sequence[str | Path] = (),
+    per_user_task: int | None = None,
+    setting: str = "bench.prompts_per_family",
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The built-in four families (``per_family`` prompts each) plus the users' JSONL rows.
+
+    ``per_user_task`` caps the user rows kept per task (the live benchmark's budget); None keeps
+    them all. Returns (rows, malformed rows per file). A file that is missing or holds no valid
+    row raises ValueError naming it (``prompts.load_prompts_jsonl``); an empty set raises too,
+    naming the settings (``setting`` is the name of ``per_family``'s), because every metric
+    would be an average over nothing.
+    """
+    if per_family < 0:
+        raise ValueError(f"{setting}: {per_family}, must be >= 0")
+    rows = [p for fam in EVAL_FAMILIES for p in eval_prompts(fam, per_family)]
+    malformed: dict[str, int] = {}
+    for path in prompt_files:
+        user, dropped = load_prompts_jsonl(Path(path))
+        malformed[str(path)] = dropped
+        rows += _cap_per_task(user, per_user_task)
+    if not rows:
+        raise ValueError(
+            f"the benchmark prompt set is empty: {setting}={per_family} and no user rows "
+            f"(bench.prompt_files={list(map(str, prompt_files))})"
+        )
+    return rows, malformed
+
+
+def _cap_per_task(rows: list[dict[str, Any]], cap: int | None) -> list[dict[str, Any]]:
+    """The first ``cap`` rows of each task, file order kept; all of them when cap is None."""
+    if cap is None:
+        return rows
+    seen: dict[str, int] = {}
+    out = []
+    for row in rows:
+        seen[row["task"]] = seen.get(row["task"], 0) + 1
+        if seen[row["task"]] <= cap:
+            out.append(row)
+    return out
+
+
+def wallclock_db_rows(
+    rows: Iterable[Mapping[str, Any]], draft_precision: str, target_precision: str
+) -> list[dict[str, Any]]:
+    """Live rows shaped for DuckDB ``benchmark_wallclock``.
+
+    Keeps the older columns where they mean the same: ``plain_tok_s`` is plain decoding's tokens/s
+    on the same task, ``sd_tok_s`` the row's own tokens/s for a drafted mode (SD, prompt lookup,
+    reference draft). ``draft_precision`` applies to the modes that run a draft IR.
+    """
+    rows = [dict(r) for r in rows]
+    plain = {r["task"]: r.get("tok_s") for r in rows if r.get("mode") == "plain"}
+    out = []
+    for r in rows:
+        drafted = r.get("mode") in ("sd", "reference_draft")
+        out.append(
+            {
+                **r,
+                "draft_precision": draft_precision if drafted else None,
+                "target_precision": target_precision,
+                "plain_tok_s": plain.get(r["task"]),
+                "sd_tok_s": r.get("tok_s") if r.get("mode") != "plain" else None,
+            }
+        )
+    return out
+
+
+def set_num_assistant_tokens(ir_dir: Path, k: int) -> dict[str, Any]:
+    """Write ``num_assistant_tokens = k`` into the IR's generation config (created if missing).
+
+    openvino_genai reads it as the default number of draft tokens per step, so the release runs
+    with the k measured best on the benchmark device without any caller setting it.
+    """
+    if k < 1:
+        raise ValueError(f"num_assistant_tokens must be >= 1, got {k}")
+    path = Path(ir_dir) / GENERATION_CONFIG
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    config["num_assistant_tokens"] = int(k)
+    write_json_atomic(path, config)
+    return config
+
+
+def write_release(
+    out: Path, draft_ir: Path, best_k: int, card: str, files: Mapping[str, Path] | None = None
+) -> Path:
+    """A deployable folder: ``draft-ir/`` (the SD draft IR with k set), README.md, figures.
+
+    ``files`` are extra files (the plots) copied next to the card under the given names. Built
+    under a temp name and renamed, so a half-written release is never left under ``out``.
+    """
+    ir_model_file(draft_ir)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        shutil.copytree(draft_ir, tmp / "draft-ir")
+        set_num_assistant_tokens(tmp / "draft-ir", best_k)
+        for name, src in (files or {}).items():
+            shutil.copyfile(src, tmp / name)
+        (tmp / "README.md").write_text(card)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
