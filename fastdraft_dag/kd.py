@@ -82,7 +82,9 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> tuple[list[dict[str, A
     rows, bad = [], 0
     if not Path(path).is_file():
         return rows, bad
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    # "\n" only: str.splitlines also breaks at U+2028 and kin, which json.dumps(ensure_ascii=
+    # False) leaves raw inside strings; a row with one would read as two torn lines and be lost.
+    for line in Path(path).read_text(encoding="utf-8").split("\n"):
         if not line.strip():
             continue
         try:

@@ -319,7 +319,7 @@ def read_dropped_reasons(path: Path) -> dict[str, int]:
     """Drop counts by reason over every attempt (the sidecar file keeps them across resumes)."""
     counts: Counter = Counter()
     if Path(path).is_file():
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
+        for line in Path(path).read_text(encoding="utf-8").split("\n"):
             try:
                 counts[json.loads(line)["reason"]] += 1
             except (json.JSONDecodeError, KeyError, TypeError):

@@ -78,7 +78,7 @@ def _humaneval() -> list[dict[str, Any]]:
 
 
 def _mtbench() -> list[dict[str, Any]]:
-    lines = package_file(*MTBENCH_FILE).read_text(encoding="utf-8").splitlines()
+    lines = package_file(*MTBENCH_FILE).read_text(encoding="utf-8").split("\n")
     return [json.loads(line) for line in lines if line.strip()]
 
 
@@ -454,7 +454,7 @@ def load_prompts_jsonl(path: Path, allow_empty: bool = False) -> tuple[list[dict
     rows: list[dict[str, Any]] = []
     ids: set[str] = set()
     dropped = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
         if not line.strip():
             continue
         try:

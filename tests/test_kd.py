@@ -79,3 +79,18 @@ def test_save_sft_npz_atomic(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [path]
     with np.load(path) as z:
         assert (z["train_input_ids"] == arrays["train_input_ids"]).all()
+
+
+def test_rows_with_unicode_line_separators_survive(tmp_path: Path) -> None:
+    """Target text can hold U+2028/U+2029/U+0085; JSONL written raw must read back whole."""
+    out = tmp_path / "kd.jsonl"
+    rows = [
+        {"id": f"p{i}/t0.0/s0", "response": f"line one{sep}line two"}
+        for i, sep in enumerate(["\u2028", "\u2029", "\x85", "\x0c"])
+    ]
+    out.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
+    assert kd.read_rows(out) == (rows, 0)
+    assert kd.existing_ids(out) == {r["id"] for r in rows}
+    assert kd.read_rows(out)[0] == rows  # existing_ids did not rewrite anything away

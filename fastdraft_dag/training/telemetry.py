@@ -22,7 +22,7 @@ def _trim_jsonl(path: Path, keep_until: int) -> None:
     """Keep rows whose global step is <= keep_until (atomic rewrite)."""
     if not path.is_file():
         return
-    rows = [r for r in path.read_text().splitlines() if r.strip()]
+    rows = [r for r in path.read_text().split("\n") if r.strip()]
     kept = [r for r in rows if json.loads(r).get("global_step", 0) <= keep_until]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(r + "\n" for r in kept))
