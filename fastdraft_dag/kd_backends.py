@@ -75,15 +75,17 @@ def load_target(target_dir: Path, dtype: str, threads: int) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+def pad_batch(seqs: list[list[int]], pad_id: int, left: bool = True) -> tuple[Any, Any]:
+    """(ids, attention mask) tensors; left padding for generation, right keeps positions 0-based."""
     import torch
 
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s) :] = 1
+        span = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[i, span] = torch.tensor(s, dtype=torch.long)
+        mask[i, span] = 1
     return ids, mask
 
 
@@ -107,7 +109,7 @@ def generate_batch(model: Any, seqs: list[list[int]], config: Any, pad_id: int) 
     """New token ids per sequence (padding included after an early stop)."""
     import torch
 
-    ids, mask = left_pad(seqs, pad_id)
+    ids, mask = pad_batch(seqs, pad_id)
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     return out[:, ids.shape[1] :].tolist()

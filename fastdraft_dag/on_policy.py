@@ -24,20 +24,7 @@ import numpy as np
 
 from fastdraft_dag.alignment_gate import greedy_next
 from fastdraft_dag.kd import IGNORE, encode_prompt, end_of_turn_ids
-from fastdraft_dag.kd_backends import torch_generation_config
-
-
-def _pad(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        span = slice(width - len(s), width) if left else slice(0, len(s))
-        ids[i, span] = torch.tensor(s, dtype=torch.long)
-        mask[i, span] = 1
-    return ids, mask
+from fastdraft_dag.kd_backends import pad_batch, torch_generation_config
 
 
 def _cut(new_ids: list[int], eos: list[int]) -> tuple[list[int], str]:
@@ -60,7 +47,7 @@ def draft_responses(
     import torch
 
     config = torch_generation_config(max_new_tokens, temperature, eos, pad_id)
-    ids, mask = _pad(prompts, pad_id, left=True)
+    ids, mask = pad_batch(prompts, pad_id, left=True)
     with torch.inference_mode():
         out = draft.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     return [_cut(row, eos) for row in out[:, ids.shape[1] :].tolist()]
@@ -73,7 +60,7 @@ def target_labels(target: Any, seqs: list[tuple[list[int], list[int]]], pad_id: 
     token at t is the target's argmax at t - 1 (the prediction the draft is trained to make).
     """
     full = [p + r for p, r in seqs]
-    ids, mask = _pad(full, pad_id, left=False)  # right padding: positions stay 0-based
+    ids, mask = pad_batch(full, pad_id, left=False)  # right padding: positions stay 0-based
     at = [list(range(len(p) - 1, len(p) + len(r) - 1)) for p, r in seqs]
     return greedy_next(target, ids, mask, at)
 

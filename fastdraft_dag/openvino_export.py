@@ -97,23 +97,9 @@ def export_ir(model_dir: Path, out_dir: Path, weight_format: str) -> dict:
 
 def _ir_last_logits(ir_dir: Path, prompt_ids: list[int]) -> Any:
     """Last-position logits of the IR, compiled with the f32 hint so precision is the weights'."""
-    import numpy as np
-    import openvino as ov
+    from fastdraft_dag.ir_scoring import IRScorer
 
-    compiled = ov.Core().compile_model(
-        str(Path(ir_dir) / "openvino_model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-    )
-    ids = np.asarray([prompt_ids], dtype=np.int64)
-    inputs = {
-        "input_ids": ids,
-        "attention_mask": np.ones_like(ids),
-        "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None, :],
-        "beam_idx": np.zeros(1, dtype=np.int32),
-    }
-    names = {n for port in compiled.inputs for n in port.get_names()}
-    request = compiled.create_infer_request()
-    result = request.infer({k: v for k, v in inputs.items() if k in names})
-    return np.asarray(result[compiled.output("logits")])[0, -1]
+    return IRScorer(ir_dir).logits(prompt_ids)[-1]
 
 
 def _torch_last_logits(model_dir: Path, prompt_ids: list[int]) -> Any:
