@@ -14,11 +14,11 @@ import argparse
 import os
 from pathlib import Path
 
-from fastdraft_dag.offline_eval import evaluate_offline
-from fastdraft_dag.profiles import load_profile
-from fastdraft_dag.prompts import EVAL_FAMILIES, eval_prompts
+from fastdraft_dag.config.presets import load_profile
+from fastdraft_dag.evaluation.offline import evaluate_offline
+from fastdraft_dag.prompts.eval_sets import EVAL_FAMILIES, eval_prompts
 from fastdraft_dag.storage.artifacts import ArtifactStore
-from fastdraft_dag.target import resolve_target, target_key
+from fastdraft_dag.targets.resolve import resolve_target, target_key
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from fastdraft_dag.dedup import DedupConfig
-from fastdraft_dag.filters import FilterConfig
+from fastdraft_dag.data.dedup import DedupConfig
+from fastdraft_dag.data.filters import FilterConfig
 
 STOP = {"the", "be", "to", "of", "and", "that", "have", "with"}
 PRIME = (1 << 61) - 1

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import data_baseline  # noqa: E402
 
-from fastdraft_dag.corpus import CorpusOptions, build_corpus  # noqa: E402
-from fastdraft_dag.packing import tokenize_and_pack  # noqa: E402
-from fastdraft_dag.sources import SourceSpec, iter_source  # noqa: E402
+from fastdraft_dag.data.corpus import CorpusOptions, build_corpus  # noqa: E402
+from fastdraft_dag.data.packing import tokenize_and_pack  # noqa: E402
+from fastdraft_dag.sources.specs import SourceSpec, iter_source  # noqa: E402
 
 OFFLINE = "python_stdlib,wikipedia,shakespeare,kjv_bible"
 
@@ -83,8 +83,8 @@ def tokenize_bench(corpus: Path, tokenizer_dir: Path, work: Path, baseline: bool
 
 RSS_CHILD = """
 import json, sys
-from fastdraft_dag.corpus import build_corpus
-from fastdraft_dag.sources import SourceSpec
+from fastdraft_dag.data.corpus import build_corpus
+from fastdraft_dag.sources.specs import SourceSpec
 spec = SourceSpec(name="dump", kind="jsonl", domain=sys.argv[3], path=sys.argv[1])
 build_corpus([spec], sys.argv[2])
 # VmHWM, not ru_maxrss: the latter carries the parent's peak over fork + exec.
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--memory-source", default="python_stdlib")
     args = parser.parse_args()
-    from fastdraft_dag.target import resolve_target
+    from fastdraft_dag.targets.resolve import resolve_target
 
     specs = [SourceSpec.parse(s) for s in args.sources.split(",")]
     home = Path(os.environ.get("FASTDRAFT_HOME", "artifacts"))

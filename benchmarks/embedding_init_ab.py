@@ -11,10 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastdraft_dag.draft_config import init_draft
-from fastdraft_dag.profiles import load_profile
+from fastdraft_dag.config.presets import load_profile
+from fastdraft_dag.draft.config import init_draft
 from fastdraft_dag.storage.artifacts import ArtifactStore
-from fastdraft_dag.target import resolve_target
+from fastdraft_dag.targets.resolve import resolve_target
 from fastdraft_dag.training.trainer import train
 
 

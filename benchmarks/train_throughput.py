@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastdraft_dag import shards
-from fastdraft_dag.draft_config import PRESETS
+from fastdraft_dag.core import shards
+from fastdraft_dag.draft.config import PRESETS
 from fastdraft_dag.training.throughput import flops_per_step, measure_gemm_flops
 
 VOCAB, SEQ_LEN, BATCH = 49152, 512, 8

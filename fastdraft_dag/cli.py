@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from fastdraft_dag.operations import TARGET_CHAIN
+from fastdraft_dag.assets.automation import TARGET_CHAIN
 
 ORDER = ("filtered_corpora", *TARGET_CHAIN)
 
@@ -49,9 +49,9 @@ def materialize_all(
     """
     import dagster as dg
 
+    from fastdraft_dag.assets.automation import ensure_default_target, stale_asset_keys
     from fastdraft_dag.assets.common import TARGETS
     from fastdraft_dag.definitions import build_defs
-    from fastdraft_dag.operations import ensure_default_target, stale_asset_keys
 
     defs = build_defs(profile, root, target)
     pipeline = defs.resources["pipeline"]
@@ -114,10 +114,10 @@ def asset_times(root: str, partition: str) -> list[dict]:
 
 
 def print_report(profile: str, root: str, target: str = "", partition: str = "") -> None:
-    from fastdraft_dag.profiles import load_profile
-    from fastdraft_dag.report import md_table, render_benchmark
+    from fastdraft_dag.config.presets import load_profile
+    from fastdraft_dag.reporting.tables import md_table, render_benchmark
     from fastdraft_dag.storage.artifacts import ArtifactStore
-    from fastdraft_dag.target import target_key
+    from fastdraft_dag.targets.resolve import target_key
 
     prof = load_profile(profile, target or None)
     key = partition or target_key(prof.target)
@@ -131,12 +131,12 @@ def print_report(profile: str, root: str, target: str = "", partition: str = "")
 
 
 def targets_command(args: argparse.Namespace) -> int:
+    from fastdraft_dag.assets.automation import register_targets
     from fastdraft_dag.assets.common import TARGETS
-    from fastdraft_dag.operations import register_targets
-    from fastdraft_dag.report import md_table
+    from fastdraft_dag.reporting.tables import md_table
     from fastdraft_dag.resources.pipeline import FastDraftPipeline
-    from fastdraft_dag.target import TargetError
-    from fastdraft_dag.target_registry import TargetRegistryError, TargetSpec
+    from fastdraft_dag.targets.registry import TargetRegistryError, TargetSpec
+    from fastdraft_dag.targets.resolve import TargetError
 
     pipeline = FastDraftPipeline(
         profile_name=args.profile, artifact_root=args.root, target=args.target

@@ -15,8 +15,8 @@ import os
 
 import dagster as dg
 
-from fastdraft_dag import operations as ops
 from fastdraft_dag.assets import alignment, data, evaluation, export, target, training
+from fastdraft_dag.assets import automation as ops
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline

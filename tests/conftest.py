@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 @pytest.fixture(scope="session")
 def target_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct as a safetensors directory (44 s the first time)."""
-    from fastdraft_dag.target import EMBEDDED_NAME, resolve_target
+    from fastdraft_dag.targets.resolve import EMBEDDED_NAME, resolve_target
 
     return resolve_target(EMBEDDED_NAME, CACHE / "targets").path
 
@@ -31,6 +31,6 @@ def tokenizer(target_dir: Path):
 @pytest.fixture(scope="session")
 def tiny_target_dir(target_dir: Path) -> Path:
     """A random 2-layer Llama with the real SmolLM2 tokenizer: fast plumbing, not a real target."""
-    from fastdraft_dag.target import TINY_NAME, resolve_target
+    from fastdraft_dag.targets.resolve import TINY_NAME, resolve_target
 
     return resolve_target(TINY_NAME, CACHE / "targets").path

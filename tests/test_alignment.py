@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from training_fixtures import write_sft, write_shards
 
-from fastdraft_dag import alignment_gate as G
-from fastdraft_dag.draft_config import DraftSize, init_draft
-from fastdraft_dag.kd import IGNORE, build_sft_arrays, encode_prompt, save_sft_npz
-from fastdraft_dag.on_policy import build_on_policy_arrays
-from fastdraft_dag.plots import loss_curve_plot, markdown_image, train_log_rows
+from fastdraft_dag.distill import gate as G
+from fastdraft_dag.distill.kd_rows import IGNORE, build_sft_arrays, encode_prompt, save_sft_npz
+from fastdraft_dag.distill.on_policy import build_on_policy_arrays
+from fastdraft_dag.draft.config import DraftSize, init_draft
+from fastdraft_dag.reporting.plots import loss_curve_plot, markdown_image, train_log_rows
 from fastdraft_dag.training import trainer
 from fastdraft_dag.training.data import DataError, MixedData, SftData, local_slice, open_data
 
@@ -317,10 +317,10 @@ def test_contaminated_user_prompts_fail_the_kd_asset_at_once(
     import dagster as dg
     from conftest import CACHE
 
-    from fastdraft_dag import profiles
+    from fastdraft_dag.assets.automation import ensure_default_target
+    from fastdraft_dag.config import presets as profiles
     from fastdraft_dag.definitions import build_defs
-    from fastdraft_dag.operations import ensure_default_target
-    from fastdraft_dag.prompts import eval_prompts
+    from fastdraft_dag.prompts.eval_sets import eval_prompts
 
     question = eval_prompts("instructions", 5)[4]
     planted = tmp_path / "mine.jsonl"

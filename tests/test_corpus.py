@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fastdraft_dag.corpus import CorpusOptions, build_corpus
-from fastdraft_dag.sources import SourceError, SourceSpec, iter_source
+from fastdraft_dag.data.corpus import CorpusOptions, build_corpus
+from fastdraft_dag.sources.specs import SourceError, SourceSpec, iter_source
 
 OPTIONS = CorpusOptions(workers=2, files_per_unit=4)
 
@@ -175,8 +175,8 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
 
 RSS_CHILD = """
 import json, sys
-from fastdraft_dag.corpus import CorpusOptions, build_corpus
-from fastdraft_dag.sources import SourceSpec
+from fastdraft_dag.data.corpus import CorpusOptions, build_corpus
+from fastdraft_dag.sources.specs import SourceSpec
 spec = SourceSpec(name="dump", kind="jsonl", domain="text", path=sys.argv[1])
 build_corpus([spec], sys.argv[2], CorpusOptions(workers=1, memory_limit="160MB"))
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))

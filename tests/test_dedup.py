@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastdraft_dag.dedup import (
+from fastdraft_dag.data.dedup import (
     DedupConfig,
     components,
     dup_ngram_frac,
@@ -13,7 +13,7 @@ from fastdraft_dag.dedup import (
     shingle_hashes,
     sketch,
 )
-from fastdraft_dag.sources import iter_source
+from fastdraft_dag.sources.specs import iter_source
 
 CONFIG = DedupConfig()
 

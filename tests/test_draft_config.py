@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fastdraft_dag.draft_config import (
+from fastdraft_dag.draft.config import (
     PRESETS,
     DraftConfigError,
     DraftSize,
@@ -110,7 +110,7 @@ def test_target_initialized_embedding_is_the_svd_projection(tiny_target_dir, tmp
     import torch
     from transformers import AutoModelForCausalLM
 
-    from fastdraft_dag.draft_config import target_embedding_projection
+    from fastdraft_dag.draft.config import target_embedding_projection
 
     size = DraftSize(hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2,
                      intermediate_size=64, max_position_embeddings=256)  # fmt: skip

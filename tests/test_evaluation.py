@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastdraft_dag import bench_results, metrics, plots
-from fastdraft_dag.ir_scoring import IRScorer, bytes_per_param
-from fastdraft_dag.offline_eval import draft_r, rows_by_task
-from fastdraft_dag.quality import quantized_acceptance_losses
+from fastdraft_dag.evaluation import metrics
+from fastdraft_dag.evaluation import results as bench_results
+from fastdraft_dag.evaluation.offline import draft_r, rows_by_task
+from fastdraft_dag.evaluation.quality import quantized_acceptance_losses
+from fastdraft_dag.openvino.ir_scoring import IRScorer, bytes_per_param
+from fastdraft_dag.reporting import plots
 
 PROMPTS = [
     {"id": "a", "task": "chat", "prompt": "What is the capital of France?", "chat": True},
@@ -27,14 +29,14 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def draft_dir(target_dir: Path, tmp_path_factory) -> Path:
-    from fastdraft_dag.tiny_target import build_tiny_target
+    from fastdraft_dag.targets.tiny import build_tiny_target
 
     return build_tiny_target(target_dir, tmp_path_factory.mktemp("draft") / "draft", seed=1)
 
 
 @pytest.fixture(scope="module")
 def draft_ir(draft_dir: Path, tmp_path_factory) -> Path:
-    from fastdraft_dag.openvino_export import export_ir
+    from fastdraft_dag.openvino.export import export_ir
 
     out = tmp_path_factory.mktemp("ir") / "draft-fp32"
     export_ir(draft_dir, out, "fp32")
@@ -84,7 +86,7 @@ def test_rows_by_task_hand_made() -> None:
 def test_ir_scoring_matches_pytorch(draft_dir: Path, draft_ir: Path) -> None:
     import torch
 
-    from fastdraft_dag.offline_eval import _score, load_fp32_model
+    from fastdraft_dag.evaluation.offline import _score, load_fp32_model
 
     model = load_fp32_model(draft_dir)
     scorer = IRScorer(draft_ir, threads=1)
@@ -102,7 +104,7 @@ def test_ir_scoring_matches_pytorch(draft_dir: Path, draft_ir: Path) -> None:
 def test_evaluate_offline_scores_every_precision_on_the_same_tokens(
     tiny_target_dir: Path, draft_dir: Path, draft_ir: Path
 ) -> None:
-    from fastdraft_dag.offline_eval import evaluate_offline
+    from fastdraft_dag.evaluation.offline import evaluate_offline
 
     rows = evaluate_offline(
         tiny_target_dir,
@@ -136,7 +138,7 @@ def test_evaluate_offline_scores_every_precision_on_the_same_tokens(
 
 
 def test_missing_ir_is_named(tiny_target_dir: Path, draft_dir: Path, tmp_path: Path) -> None:
-    from fastdraft_dag.offline_eval import evaluate_offline
+    from fastdraft_dag.evaluation.offline import evaluate_offline
 
     missing = tmp_path / "draft-int8"
     with pytest.raises(FileNotFoundError, match=str(missing / "openvino_model.xml")):
@@ -151,7 +153,7 @@ def test_missing_ir_is_named(tiny_target_dir: Path, draft_dir: Path, tmp_path: P
 def test_draft_with_another_tokenizer_is_refused_naming_both(
     tiny_target_dir: Path, draft_dir: Path, tmp_path: Path
 ) -> None:
-    from fastdraft_dag.offline_eval import evaluate_offline
+    from fastdraft_dag.evaluation.offline import evaluate_offline
 
     other = tmp_path / "other-draft"
     shutil.copytree(draft_dir, other)
@@ -162,7 +164,7 @@ def test_draft_with_another_tokenizer_is_refused_naming_both(
 
 
 def test_empty_prompt_set_is_refused(tiny_target_dir: Path, draft_dir: Path) -> None:
-    from fastdraft_dag.offline_eval import evaluate_offline
+    from fastdraft_dag.evaluation.offline import evaluate_offline
 
     with pytest.raises(ValueError, match="prompt set is empty: bench.prompts_per_family=0"):
         bench_results.bench_prompt_set(0, ())
@@ -332,8 +334,8 @@ def _offline_rows() -> list[dict]:
 
 
 def test_plots_card_and_release(tmp_path: Path) -> None:
-    from fastdraft_dag.model_card import release_card
-    from fastdraft_dag.report import render_benchmark
+    from fastdraft_dag.reporting.model_card import release_card
+    from fastdraft_dag.reporting.tables import render_benchmark
 
     offline = _offline_rows()
     pos = plots.acceptance_by_position_plot(offline, "fp16", 3, tmp_path / "pos.png")

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from fastdraft_dag.filters import FilterConfig, default_rules, first_failing
+from fastdraft_dag.data.filters import FilterConfig, default_rules, first_failing
 
 GOOD_TEXT = "\n".join(
     [

@@ -14,10 +14,10 @@ import dagster as dg
 import pytest
 from conftest import CACHE
 
-from fastdraft_dag import profiles
+from fastdraft_dag.assets.automation import ensure_default_target
 from fastdraft_dag.cli import ORDER
+from fastdraft_dag.config import presets as profiles
 from fastdraft_dag.definitions import build_defs
-from fastdraft_dag.operations import ensure_default_target
 from fastdraft_dag.storage.artifacts import ArtifactStore
 from fastdraft_dag.storage.tables import query
 
@@ -253,7 +253,7 @@ def test_cli_report_prints_build_times_and_tables(tiny, capsys):
 
 
 def test_target_observation_records_its_revision(tiny):
-    from fastdraft_dag.target import TINY_NAME, resolve_target
+    from fastdraft_dag.targets.resolve import TINY_NAME, resolve_target
 
     root, _, instance, _ = tiny
     records = instance.fetch_observations(dg.AssetKey("target_model"), limit=1).records

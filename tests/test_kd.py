@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdraft_dag import kd
+from fastdraft_dag.distill import kd_rows as kd
 
 
 def _lines(path: Path) -> list[dict]:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fastdraft_dag import kd_backends, kd_generation
-from fastdraft_dag.kd_generation import generate_responses
+from fastdraft_dag.distill import backends as kd_backends
+from fastdraft_dag.distill import generation as kd_generation
+from fastdraft_dag.distill.generation import generate_responses
 
 PROMPTS = [
     {"id": f"p{i}", "task": "instructions", "prompt": text, "chat": True}
@@ -147,7 +148,7 @@ def test_failed_rows_are_counted_not_remembered(
 
 KILL_SCRIPT = """
 import sys
-from fastdraft_dag.kd_generation import generate_responses
+from fastdraft_dag.distill.generation import generate_responses
 prompts = [{"id": f"q{i}", "task": "instructions", "prompt": f"Tell me fact number {i}.", "chat": True}
            for i in range(int(sys.argv[3]))]
 generate_responses(sys.argv[1], prompts, sys.argv[2], max_new_tokens=24, batch_size=1,
@@ -195,7 +196,7 @@ def test_killed_generation_resumes_without_duplicates(
 
 def test_openvino_backend_greedy_matches_torch(tiny_target_dir: Path, tmp_path: Path) -> None:
     """Continuous batching over the fp32 IR answers exactly like PyTorch fp32 under greedy."""
-    from fastdraft_dag.openvino_export import export_ir
+    from fastdraft_dag.openvino.export import export_ir
 
     ir = tmp_path / "ir"
     export_ir(tiny_target_dir, ir, "fp32")

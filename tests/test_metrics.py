@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastdraft_dag import metrics
+from fastdraft_dag.evaluation import metrics
 
 
 def test_tau_iid_known_answers() -> None:
@@ -76,7 +76,7 @@ PROMPTS = [
 
 
 def test_render_prompt_uses_chat_template(tokenizer) -> None:
-    from fastdraft_dag.offline_eval import render_prompt
+    from fastdraft_dag.evaluation.offline import render_prompt
 
     chat = render_prompt(tokenizer, PROMPTS[0])
     assert PROMPTS[0]["prompt"] in chat and chat != PROMPTS[0]["prompt"]
@@ -85,13 +85,13 @@ def test_render_prompt_uses_chat_template(tokenizer) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_draft_dir(target_dir: Path, tmp_path_factory) -> Path:
-    from fastdraft_dag.tiny_target import build_tiny_target
+    from fastdraft_dag.targets.tiny import build_tiny_target
 
     return build_tiny_target(target_dir, tmp_path_factory.mktemp("draft") / "draft", seed=1)
 
 
 def test_evaluate_offline_tiny(tiny_target_dir: Path, tiny_draft_dir: Path) -> None:
-    from fastdraft_dag.offline_eval import evaluate_offline
+    from fastdraft_dag.evaluation.offline import evaluate_offline
 
     rows = evaluate_offline(tiny_target_dir, tiny_draft_dir, PROMPTS, 12, [1, 3])
     assert {(r["task"], r["k"]) for r in rows} == {
@@ -106,7 +106,7 @@ def test_evaluate_offline_tiny(tiny_target_dir: Path, tiny_draft_dir: Path) -> N
 
 
 def test_target_as_own_draft_accepts_everything(tiny_target_dir: Path) -> None:
-    from fastdraft_dag.offline_eval import evaluate_offline
+    from fastdraft_dag.evaluation.offline import evaluate_offline
 
     rows = evaluate_offline(tiny_target_dir, tiny_target_dir, PROMPTS[:2], 10, [3])
     for r in rows:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fastdraft_dag.openvino_export import check_ir_logits, export_ir
+from fastdraft_dag.openvino.export import check_ir_logits, export_ir
 
 IDS = [1, 19556, 665, 28, 957, 1462, 314]
 
@@ -14,7 +14,7 @@ IDS = [1, 19556, 665, 28, 957, 1462, 314]
 @pytest.fixture(scope="module")
 def irs(tiny_target_dir: Path, target_dir: Path, tmp_path_factory) -> dict:
     """Tiny target as fp32 and fp16 IR, a second tiny model (the draft) as int8 IR."""
-    from fastdraft_dag.tiny_target import build_tiny_target
+    from fastdraft_dag.targets.tiny import build_tiny_target
 
     root = tmp_path_factory.mktemp("ir")
     draft_dir = build_tiny_target(target_dir, root / "draft-hf", seed=1)

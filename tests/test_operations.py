@@ -17,8 +17,7 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from fastdraft_dag.definitions import build_defs
-from fastdraft_dag.operations import (
+from fastdraft_dag.assets.automation import (
     TARGET_CHAIN,
     ScheduleConfigError,
     build_target_partitions_sensor,
@@ -26,9 +25,10 @@ from fastdraft_dag.operations import (
     stale_asset_keys,
     validate_cron,
 )
+from fastdraft_dag.definitions import build_defs
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.target import TargetError, local_dir_revision
-from fastdraft_dag.target_registry import TargetRegistry, TargetRegistryError, TargetSpec
+from fastdraft_dag.targets.registry import TargetRegistry, TargetRegistryError, TargetSpec
+from fastdraft_dag.targets.resolve import TargetError, local_dir_revision
 
 CHAIN = [dg.AssetKey(k) for k in TARGET_CHAIN]
 

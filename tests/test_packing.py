@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fastdraft_dag import shards
-from fastdraft_dag.packing import (
+from fastdraft_dag.core import shards
+from fastdraft_dag.data.packing import (
     check_roundtrip,
     doc_separator_id,
     pack,
@@ -180,7 +180,7 @@ def test_corrupted_shard_is_refused(packed: tuple[Path, dict], tmp_path: Path) -
 
 
 def test_encode_batch_matches_the_tokenizer(tokenizer) -> None:
-    from fastdraft_dag.packing import encode_batch
+    from fastdraft_dag.data.packing import encode_batch
 
     texts = ["In the beginning, x = 1.", "    def f(y):\n        return y  # done\n", "é ü 中文"]
     assert encode_batch(tokenizer, texts) == tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -189,7 +189,7 @@ def test_encode_batch_matches_the_tokenizer(tokenizer) -> None:
 def test_mix_sets_domain_budgets() -> None:
     import dataclasses
 
-    from fastdraft_dag.profiles import DEFAULT, ProfileError, ShardsConfig
+    from fastdraft_dag.config.presets import DEFAULT, ProfileError, ShardsConfig
 
     shards_cfg = ShardsConfig(max_train_tokens=1000, mix={"text": 0.4, "code": 0.6})
     assert shards_cfg.budgets() == {"text": 400, "code": 600}

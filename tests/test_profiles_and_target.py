@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from fastdraft_dag import profiles
-from fastdraft_dag.profiles import ProfileError, load_profile
-from fastdraft_dag.target import (
+from fastdraft_dag.config import presets as profiles
+from fastdraft_dag.config.presets import ProfileError, load_profile
+from fastdraft_dag.core.tokenizers import tokenizer_differences
+from fastdraft_dag.targets.resolve import (
     EMBEDDED_NAME,
     TargetError,
     resolve_embedded,
     resolve_target,
     target_key,
 )
-from fastdraft_dag.tokenizer_identity import tokenizer_differences
 
 
 @pytest.mark.parametrize("name", ["tiny", "default", "paper"])

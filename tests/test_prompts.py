@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fastdraft_dag import prompts as P
+from fastdraft_dag.prompts import eval_sets as P
 
-HAVE_SOURCES = importlib.util.find_spec("fastdraft_dag.sources") is not None
+HAVE_SOURCES = importlib.util.find_spec("fastdraft_dag.sources.specs") is not None
 FIELDS = {"id": str, "task": str, "prompt": str, "chat": bool}
 
 
@@ -31,7 +31,7 @@ def kd_rows() -> list[dict]:
 @pytest.mark.parametrize("family", P.EVAL_FAMILIES)
 def test_eval_families(family: str) -> None:
     if family == "text_completion" and not HAVE_SOURCES:
-        pytest.skip("fastdraft_dag.sources not available")
+        pytest.skip("fastdraft_dag.sources.specs not available")
     rows = P.eval_prompts(family, 5)
     _check_rows(rows)
     assert len(rows) == 5
@@ -51,7 +51,7 @@ def test_eval_family_sizes_and_shapes() -> None:
         P.eval_prompts("poetry", 3)
 
 
-@pytest.mark.skipif(not HAVE_SOURCES, reason="fastdraft_dag.sources not available")
+@pytest.mark.skipif(not HAVE_SOURCES, reason="fastdraft_dag.sources.specs not available")
 def test_text_completion_cut_at_word() -> None:
     rows = P.eval_prompts("text_completion", 6)
     assert all(len(r["prompt"]) <= P.COMPLETION_CHARS for r in rows)
@@ -153,7 +153,7 @@ FAKE_EVAL = [P.row("eval/fake/0", "instructions", "an evaluation prompt nobody e
 
 
 def test_user_jsonl_with_an_eval_prompt_fails_naming_both_ids(tmp_path: Path) -> None:
-    from fastdraft_dag.prompt_sources import ContaminationError, assemble_prompts
+    from fastdraft_dag.distill.prompt_sources import ContaminationError, assemble_prompts
 
     question = P.eval_prompts("instructions", 3)[2]
     path = _jsonl(tmp_path / "mine.jsonl", [
@@ -168,7 +168,7 @@ def test_user_jsonl_with_an_eval_prompt_fails_naming_both_ids(tmp_path: Path) ->
 
 
 def test_user_eval_file_short_prompt_caught_by_exact_match(tmp_path: Path) -> None:
-    from fastdraft_dag.prompt_sources import (
+    from fastdraft_dag.distill.prompt_sources import (
         ContaminationError,
         assemble_prompts,
         evaluation_texts,
@@ -183,7 +183,7 @@ def test_user_eval_file_short_prompt_caught_by_exact_match(tmp_path: Path) -> No
 
 
 def test_empty_whitespace_long_and_duplicate_prompts_are_counted(tmp_path: Path) -> None:
-    from fastdraft_dag.prompt_sources import assemble_prompts
+    from fastdraft_dag.distill.prompt_sources import assemble_prompts
 
     path = _jsonl(tmp_path / "mine.jsonl", [
         {"id": "a", "task": "t", "prompt": "Write a limerick about a cat."},
@@ -202,7 +202,7 @@ def test_empty_whitespace_long_and_duplicate_prompts_are_counted(tmp_path: Path)
 
 
 def test_hf_prompt_source_via_the_json_builder(tmp_path: Path) -> None:
-    from fastdraft_dag.prompt_sources import assemble_prompts
+    from fastdraft_dag.distill.prompt_sources import assemble_prompts
 
     path = _jsonl(tmp_path / "hub.jsonl", [
         {"qid": i, "question": f"Question number {i}: what is {i} squared?"} for i in range(6)
@@ -220,8 +220,8 @@ def test_hf_prompt_source_via_the_json_builder(tmp_path: Path) -> None:
 
 
 def test_prompt_source_settings_are_validated() -> None:
-    from fastdraft_dag.profiles import KDConfig
-    from fastdraft_dag.prompt_sources import PromptSource
+    from fastdraft_dag.config.presets import KDConfig
+    from fastdraft_dag.distill.prompt_sources import PromptSource
 
     with pytest.raises(ValueError, match=r"kd.prompt_sources\[0\].kind"):
         KDConfig(prompt_sources=({"kind": "csv", "path": "x"},))
@@ -234,8 +234,8 @@ def test_prompt_source_settings_are_validated() -> None:
 
 
 def test_prompts_too_long_for_the_context_are_dropped(tiny_target_dir: Path, tokenizer) -> None:
-    from fastdraft_dag.kd import prompt_text
-    from fastdraft_dag.prompt_sources import drop_too_long, fit_to_target
+    from fastdraft_dag.distill.kd_rows import prompt_text
+    from fastdraft_dag.distill.prompt_sources import drop_too_long, fit_to_target
 
     rows = [P.row(f"r{i}", "t", "word " * (5 * i + 1), True) for i in range(8)]
     lengths = [len(tokenizer(prompt_text(tokenizer, r))["input_ids"]) for r in rows]
@@ -249,7 +249,7 @@ def test_prompts_too_long_for_the_context_are_dropped(tiny_target_dir: Path, tok
 
 
 def test_no_chat_template_is_reported_as_fallback(tiny_target_dir: Path, tmp_path: Path) -> None:
-    from fastdraft_dag.prompt_sources import fit_to_target
+    from fastdraft_dag.distill.prompt_sources import fit_to_target
 
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (tmp_path / name).write_bytes((tiny_target_dir / name).read_bytes())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fastdraft_dag.sd_benchmark import benchmark_live, choose_k, find_divergences
-from fastdraft_dag.sd_modes import IR_FILE, check_device, first_divergence
+from fastdraft_dag.evaluation.live import benchmark_live, choose_k, find_divergences
+from fastdraft_dag.openvino.genai import IR_FILE, check_device, first_divergence
 
 PROMPTS = [
     {"id": "a", "task": "chat", "prompt": "What is the capital of France?", "chat": True},
@@ -28,8 +28,8 @@ ROW_KEYS = {
 @pytest.fixture(scope="module")
 def irs(tiny_target_dir: Path, target_dir: Path, tmp_path_factory) -> dict[str, Path]:
     """Tiny target as fp32 IR, a second tiny model (seed 1) as the int8 draft IR."""
-    from fastdraft_dag.openvino_export import export_ir
-    from fastdraft_dag.tiny_target import build_tiny_target
+    from fastdraft_dag.openvino.export import export_ir
+    from fastdraft_dag.targets.tiny import build_tiny_target
 
     root = tmp_path_factory.mktemp("sd-ir")
     draft_hf = build_tiny_target(target_dir, root / "draft-hf", seed=1)
@@ -206,9 +206,9 @@ def test_device_check_lists_available_devices() -> None:
 
 
 def test_margins_use_the_plain_prefix_once_per_position(tiny_target_dir: Path) -> None:
-    from fastdraft_dag.offline_eval import load_fp32_model
-    from fastdraft_dag.sd_benchmark import add_margins
-    from fastdraft_dag.sd_modes import top2_margin
+    from fastdraft_dag.evaluation.live import add_margins
+    from fastdraft_dag.evaluation.offline import load_fp32_model
+    from fastdraft_dag.openvino.genai import top2_margin
 
     inputs, plain = [[1, 19556, 665]], [{"tokens": [28, 957, 1462]}]
     divs = [

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fastdraft_dag import offline_corpora
-from fastdraft_dag.offline_corpora import BUILTINS as SOURCES
-from fastdraft_dag.offline_corpora import Builtin, split_sections, strip_wiki_markup
-from fastdraft_dag.source_files import iter_local_files
-from fastdraft_dag.sources import (
+from fastdraft_dag.sources import builtin as offline_corpora
+from fastdraft_dag.sources.builtin import BUILTINS as SOURCES
+from fastdraft_dag.sources.builtin import Builtin, split_sections, strip_wiki_markup
+from fastdraft_dag.sources.readers import iter_local_files
+from fastdraft_dag.sources.specs import (
     SourceError,
     SourceSpec,
     is_heldout,

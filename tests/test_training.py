@@ -28,9 +28,9 @@ from training_fixtures import (
     write_small_target,
 )
 
-from fastdraft_dag import shards
-from fastdraft_dag.draft_config import DraftSize, init_draft
-from fastdraft_dag.model_card import write_model_card
+from fastdraft_dag.core import shards
+from fastdraft_dag.draft.config import DraftSize, init_draft
+from fastdraft_dag.reporting.model_card import write_model_card
 from fastdraft_dag.resources.hpu_training import GAUDI_SPAWN, HPUTrainingResource, build_command
 from fastdraft_dag.training import backends, gaudi, loop, throughput, trainer
 from fastdraft_dag.training.checkpoint import latest_checkpoint

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdraft_dag import shards
+from fastdraft_dag.core import shards
 
 VOCAB, SEQ_LEN = 512, 64
 REPO = Path(__file__).resolve().parents[1]

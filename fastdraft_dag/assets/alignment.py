@@ -6,13 +6,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from fastdraft_dag.alignment_gate import (
-    gate,
-    gate_table,
-    held_out_acceptance,
-    held_out_rows,
-    train_prompt_rows,
-)
 from fastdraft_dag.assets.common import (
     TARGETS,
     build_artifact,
@@ -20,20 +13,27 @@ from fastdraft_dag.assets.common import (
     tokenizer_check,
     tokenizer_check_spec,
 )
-from fastdraft_dag.kd import build_sft_arrays, read_rows, save_sft_npz
-from fastdraft_dag.kd_generation import generate_responses, kd_target_ir
-from fastdraft_dag.model_card import write_model_card
-from fastdraft_dag.on_policy import build_on_policy_arrays
-from fastdraft_dag.plots import loss_curve_plot, markdown_image, train_log_rows
-from fastdraft_dag.profiles import AlignConfig
-from fastdraft_dag.prompt_sources import (
+from fastdraft_dag.config.presets import AlignConfig
+from fastdraft_dag.distill.gate import (
+    gate,
+    gate_table,
+    held_out_acceptance,
+    held_out_rows,
+    train_prompt_rows,
+)
+from fastdraft_dag.distill.generation import generate_responses, kd_target_ir
+from fastdraft_dag.distill.kd_rows import build_sft_arrays, read_rows, save_sft_npz
+from fastdraft_dag.distill.on_policy import build_on_policy_arrays
+from fastdraft_dag.distill.prompt_sources import (
     assemble_prompts,
     evaluation_texts,
     files_fingerprint,
     fit_to_target,
 )
-from fastdraft_dag.quality import kd_response_quality
-from fastdraft_dag.report import md_table
+from fastdraft_dag.evaluation.quality import kd_response_quality
+from fastdraft_dag.reporting.model_card import write_model_card
+from fastdraft_dag.reporting.plots import loss_curve_plot, markdown_image, train_log_rows
+from fastdraft_dag.reporting.tables import md_table
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.tables import record_rows

@@ -11,9 +11,9 @@ from typing import Any
 
 import dagster as dg
 
+from fastdraft_dag.core.tokenizers import tokenizer_differences
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.artifacts import Artifact
-from fastdraft_dag.tokenizer_identity import tokenizer_differences
 
 # One partition per registered target (key = target_key(name); see target_registry.py). Every
 # asset downstream of the target is partitioned by it; filtered_corpora is shared by all.

@@ -12,12 +12,12 @@ from fastdraft_dag.assets.common import (
     tokenizer_check,
     tokenizer_check_spec,
 )
-from fastdraft_dag.corpus import CorpusOptions, build_corpus
-from fastdraft_dag.packing import tokenize_and_pack
-from fastdraft_dag.plots import funnel_plot, markdown_image
-from fastdraft_dag.report import md_table
+from fastdraft_dag.core.shards import ShardChecksumError, verify_shards
+from fastdraft_dag.data.corpus import CorpusOptions, build_corpus
+from fastdraft_dag.data.packing import tokenize_and_pack
+from fastdraft_dag.reporting.plots import funnel_plot, markdown_image
+from fastdraft_dag.reporting.tables import md_table
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.shards import ShardChecksumError, verify_shards
 from fastdraft_dag.storage.tables import record_rows
 
 SHARED = "shared"

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from fastdraft_dag import plots
 from fastdraft_dag.assets.common import TARGETS, build_artifact, result
-from fastdraft_dag.bench_results import bench_prompt_set, wallclock_db_rows, write_release
-from fastdraft_dag.model_card import release_card
-from fastdraft_dag.offline_eval import TORCH_FP32, evaluate_offline
-from fastdraft_dag.quality import acceptance_regressions, quantized_acceptance_losses
-from fastdraft_dag.report import render_benchmark
+from fastdraft_dag.evaluation.offline import TORCH_FP32, evaluate_offline
+from fastdraft_dag.evaluation.quality import acceptance_regressions, quantized_acceptance_losses
+from fastdraft_dag.evaluation.results import bench_prompt_set, wallclock_db_rows, write_release
+from fastdraft_dag.reporting import plots
+from fastdraft_dag.reporting.model_card import release_card
+from fastdraft_dag.reporting.tables import render_benchmark
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.artifacts import write_json_atomic
 from fastdraft_dag.storage.tables import previous_acceptance, record_rows
-from fastdraft_dag.target import sha256_file
+from fastdraft_dag.targets.resolve import sha256_file
 
 ACCEPTANCE = "acceptance_not_regressed"
 QUANTIZED = "quantized_draft_acceptance"

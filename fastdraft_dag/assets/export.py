@@ -4,11 +4,11 @@ import dagster as dg
 from transformers import AutoTokenizer
 
 from fastdraft_dag.assets.common import TARGETS, build_artifact, result
-from fastdraft_dag.offline_eval import check_same_tokenizer
-from fastdraft_dag.openvino_export import check_ir_logits, export_ir
-from fastdraft_dag.report import md_table
+from fastdraft_dag.evaluation.offline import check_same_tokenizer
+from fastdraft_dag.openvino.export import check_ir_logits, export_ir
+from fastdraft_dag.reporting.tables import md_table
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.target import resolve_target
+from fastdraft_dag.targets.resolve import resolve_target
 
 IR_PROBE = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
 LOGIT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "int8": 5.0, "int4": 10.0}

@@ -8,7 +8,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from fastdraft_dag.assets.common import TARGETS
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.target import TargetError, observe_revision
+from fastdraft_dag.targets.resolve import TargetError, observe_revision
 
 
 @dg.observable_source_asset(

@@ -11,8 +11,8 @@ from fastdraft_dag.assets.common import (
     tokenizer_check,
     tokenizer_check_spec,
 )
-from fastdraft_dag.draft_config import derive_draft_config, init_draft
-from fastdraft_dag.model_card import write_model_card
+from fastdraft_dag.draft.config import derive_draft_config, init_draft
+from fastdraft_dag.reporting.model_card import write_model_card
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from fastdraft_dag import openvino_export, sd_benchmark, sd_modes
+from fastdraft_dag.evaluation import live as sd_benchmark
+from fastdraft_dag.openvino import export as openvino_export
+from fastdraft_dag.openvino import genai as sd_modes
 
 DEVICES = sd_modes.DEVICES
 

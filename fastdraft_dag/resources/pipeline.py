@@ -8,11 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from fastdraft_dag.profiles import Profile, load_profile
-from fastdraft_dag.sources import load_sources_file
+from fastdraft_dag.config.presets import Profile, load_profile
+from fastdraft_dag.sources.specs import load_sources_file
 from fastdraft_dag.storage.artifacts import ArtifactStore
-from fastdraft_dag.target import ResolvedTarget, resolve_target
-from fastdraft_dag.target_registry import TargetRegistry, TargetSpec
+from fastdraft_dag.targets.registry import TargetRegistry, TargetSpec
+from fastdraft_dag.targets.resolve import ResolvedTarget, resolve_target
 
 
 class FastDraftPipeline(dg.ConfigurableResource):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastdraft_dag.shards import load_split, read_index
+from fastdraft_dag.core.shards import load_split, read_index
 from fastdraft_dag.training.errors import TrainingError
 
 Batch = dict[str, torch.Tensor]

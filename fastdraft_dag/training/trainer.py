@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastdraft_dag.draft_config import copy_tokenizer_files
+from fastdraft_dag.draft.config import copy_tokenizer_files
 from fastdraft_dag.training import checkpoint as ckpt
 from fastdraft_dag.training.backends import resolve_backend
 from fastdraft_dag.training.data import Data, open_data, restore_generator

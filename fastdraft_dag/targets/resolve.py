@@ -203,7 +203,7 @@ def resolve_embedded(cache_root: Path) -> ResolvedTarget:
 
 
 def resolve_tiny(cache_root: Path) -> ResolvedTarget:
-    from fastdraft_dag.tiny_target import build_tiny_target
+    from fastdraft_dag.targets.tiny import build_tiny_target
 
     base = resolve_embedded(cache_root)
     out = Path(cache_root) / "embedded" / f"tiny-random-{base.path.name}"

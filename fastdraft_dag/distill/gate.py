@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.kd import IGNORE, encode_row, end_of_turn_ids, is_val
+from fastdraft_dag.distill.kd_rows import IGNORE, encode_row, end_of_turn_ids, is_val
 
 
 def held_out_rows(

@@ -20,9 +20,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag import source_files
-from fastdraft_dag.offline_corpora import BUILTINS
-from fastdraft_dag.source_files import DEFAULT_MAX_BYTES, Record, SourceError
+from fastdraft_dag.sources import readers as source_files
+from fastdraft_dag.sources.builtin import BUILTINS
+from fastdraft_dag.sources.readers import DEFAULT_MAX_BYTES, Record, SourceError
 
 __all__ = [
     "SourceError",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.storage.artifacts import write_json_atomic
-from fastdraft_dag.target import (
+from fastdraft_dag.targets.resolve import (
     EMBEDDED_NAME,
     TINY_NAME,
     TargetError,

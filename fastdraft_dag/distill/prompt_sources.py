@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.prompts import (
+from fastdraft_dag.prompts.eval_sets import (
     NgramIndex,
     eval_reference_rows,
     kd_id,
@@ -243,7 +243,7 @@ def drop_too_long(
 
     Encoded with `kd.encode_prompt`, exactly as generation will see them (template included).
     """
-    from fastdraft_dag.kd import encode_prompt
+    from fastdraft_dag.distill.kd_rows import encode_prompt
 
     kept = [r for r in rows if len(encode_prompt(tokenizer, r)) + max_new_tokens <= context_len]
     return kept, len(rows) - len(kept)
@@ -268,7 +268,7 @@ def fit_to_target(
     (`chat`, or `fallback` when the tokenizer has no chat template: `kd.FALLBACK_TEMPLATE`)."""
     from transformers import AutoTokenizer
 
-    from fastdraft_dag.kd import has_chat_template
+    from fastdraft_dag.distill.kd_rows import has_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
     context = context_length(target_dir)

@@ -29,8 +29,8 @@ from dagster._utils.schedules import is_valid_cron_string
 
 from fastdraft_dag.assets.common import TARGETS
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.target import TargetError, check_target
-from fastdraft_dag.target_registry import TargetRegistry, TargetRegistryError, TargetSpec
+from fastdraft_dag.targets.registry import TargetRegistry, TargetRegistryError, TargetSpec
+from fastdraft_dag.targets.resolve import TargetError, check_target
 
 DEFAULT_RETRAIN_CRON = "0 2 * * *"  # nightly at 02:00: expensive work waits for this window
 DEFAULT_OBSERVE_CRON = "30 * * * *"  # hourly: a new target revision shows up within the hour

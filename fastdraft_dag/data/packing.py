@@ -5,7 +5,7 @@ of a validation document is ever trained on, and the assignment survives re-runs
 new documents. Documents are concatenated, each followed by a separator token, and cut into
 `seq_len` windows: no padding, so every token trained on is real.
 
-The shard layout and index are those of `fastdraft_dag.shards`; the tokenizer files are copied
+The shard layout and index are those of `fastdraft_dag.core.shards`; the tokenizer files are copied
 next to the shards so a trainer (or a check) can prove it uses the same tokenizer as the target.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.dataset as ds
 from tqdm import tqdm
 
-from fastdraft_dag import shards
+from fastdraft_dag.core import shards
 
 DOMAINS = ("text", "code")
 SPLITS = ("train", "validation")

@@ -22,15 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.kd import (
-    encode_prompt,
-    end_of_turn_ids,
-    existing_ids,
-    has_chat_template,
-    row_id,
-    tokenizer_roundtrips,
-)
-from fastdraft_dag.kd_backends import (
+from fastdraft_dag.distill.backends import (
     BACKENDS,
     Backend,
     OpenVINOBackend,
@@ -39,6 +31,14 @@ from fastdraft_dag.kd_backends import (
     load_target,
     request_seed,
     resolve_dtype,
+)
+from fastdraft_dag.distill.kd_rows import (
+    encode_prompt,
+    end_of_turn_ids,
+    existing_ids,
+    has_chat_template,
+    row_id,
+    tokenizer_roundtrips,
 )
 
 CHUNK_BATCHES = 4  # a chunk (one flush, one resume point) holds this many batches of prompts
@@ -224,7 +224,7 @@ def kd_target_ir(target_dir: Path, ir_dir: Path, backend: str) -> Path | None:
     if backend != "openvino":
         return None
     if not (Path(ir_dir) / "openvino_model.xml").is_file():
-        from fastdraft_dag.openvino_export import export_ir
+        from fastdraft_dag.openvino.export import export_ir
 
         export_ir(target_dir, ir_dir, "fp32")
     return Path(ir_dir)

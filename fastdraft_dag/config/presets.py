@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from fastdraft_dag.dedup import DedupConfig
-from fastdraft_dag.draft_config import PRESETS, DraftSize
-from fastdraft_dag.filters import FilterConfig
-from fastdraft_dag.prompt_sources import PromptSource
-from fastdraft_dag.sources import SourceSpec
+from fastdraft_dag.data.dedup import DedupConfig
+from fastdraft_dag.data.filters import FilterConfig
+from fastdraft_dag.distill.prompt_sources import PromptSource
+from fastdraft_dag.draft.config import PRESETS, DraftSize
+from fastdraft_dag.sources.specs import SourceSpec
 
 OFFLINE_SOURCES = tuple(
     SourceSpec(name) for name in ("python_stdlib", "wikipedia", "shakespeare", "kjv_bible")

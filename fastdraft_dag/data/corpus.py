@@ -34,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from fastdraft_dag import dedup
-from fastdraft_dag.dedup import DedupConfig
-from fastdraft_dag.filters import (
+from fastdraft_dag.data import dedup
+from fastdraft_dag.data.dedup import DedupConfig
+from fastdraft_dag.data.filters import (
     FilterConfig,
     default_rules,
     drop_reason_sql,
@@ -44,8 +44,8 @@ from fastdraft_dag.filters import (
     rule_names,
     sql_str,
 )
-from fastdraft_dag.source_files import SKIP_REASONS
-from fastdraft_dag.sources import SourceSpec, Unit, iter_unit, units
+from fastdraft_dag.sources.readers import SKIP_REASONS
+from fastdraft_dag.sources.specs import SourceSpec, Unit, iter_unit, units
 
 EXACT_DUP, NEAR_DUP = "exact_dup", "near_dup"
 BATCH = 128  # documents per Arrow batch: bounds the per-batch word and line lists

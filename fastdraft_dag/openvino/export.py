@@ -97,7 +97,7 @@ def export_ir(model_dir: Path, out_dir: Path, weight_format: str) -> dict:
 
 def _ir_last_logits(ir_dir: Path, prompt_ids: list[int]) -> Any:
     """Last-position logits of the IR, compiled with the f32 hint so precision is the weights'."""
-    from fastdraft_dag.ir_scoring import IRScorer
+    from fastdraft_dag.openvino.ir_scoring import IRScorer
 
     return IRScorer(ir_dir).logits(prompt_ids)[-1]
 

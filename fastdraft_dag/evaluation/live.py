@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.offline_eval import load_fp32_model, prompt_ids
-from fastdraft_dag.sd_modes import (
+from fastdraft_dag.core.tokenizers import tokenizer_differences
+from fastdraft_dag.evaluation.offline import load_fp32_model, prompt_ids
+from fastdraft_dag.openvino.genai import (
     PROMPT_LOOKUP_NGRAM,
     available_devices,
     check_device,
@@ -32,7 +33,6 @@ from fastdraft_dag.sd_modes import (
     to_tensors,
     top2_margin,
 )
-from fastdraft_dag.tokenizer_identity import tokenizer_differences
 
 MAX_DIVERGENCES = 32  # per mode and k; one target forward pass each, cheap next to the benchmark
 N_SAMPLES = 2  # prompts whose decoded text is kept (plain and our draft at the best k)

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.ir_scoring import ir_model_file
-from fastdraft_dag.prompts import EVAL_FAMILIES, eval_prompts, load_prompts_jsonl
+from fastdraft_dag.openvino.ir_scoring import ir_model_file
+from fastdraft_dag.prompts.eval_sets import EVAL_FAMILIES, eval_prompts, load_prompts_jsonl
 from fastdraft_dag.storage.artifacts import write_json_atomic
 
 GENERATION_CONFIG = "generation_config.json"

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from fastdraft_dag import metrics
-from fastdraft_dag.ir_scoring import IRScorer, bytes_per_param, ir_model_file
-from fastdraft_dag.tokenizer_identity import tokenizer_differences
+from fastdraft_dag.core.tokenizers import tokenizer_differences
+from fastdraft_dag.evaluation import metrics
+from fastdraft_dag.openvino.ir_scoring import IRScorer, bytes_per_param, ir_model_file
 
 TORCH_FP32 = "torch-fp32"  # precision label of the PyTorch draft: the reference acceptance
 

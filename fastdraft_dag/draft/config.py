@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastdraft_dag.draft_sizes import (  # re-exported: profiles and callers import them here
+from fastdraft_dag.draft.sizes import (  # re-exported: profiles and callers import them here
     PRESETS,
     DraftConfigError,
     DraftSize,

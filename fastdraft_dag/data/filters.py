@@ -204,7 +204,7 @@ def first_failing(
     import duckdb
     import pyarrow as pa
 
-    from fastdraft_dag.dedup import dup_ngram_frac, shingle_hashes
+    from fastdraft_dag.data.dedup import dup_ngram_frac, shingle_hashes
 
     config = config or FilterConfig()
     table = pa.Table.from_pylist(
