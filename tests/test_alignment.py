@@ -18,9 +18,10 @@ from safetensors.torch import load_file, save_file
 from training_fixtures import write_sft, write_shards
 
 from fastdraft_dag.distill import gate as G
-from fastdraft_dag.distill.kd_rows import IGNORE, build_sft_arrays, encode_prompt, save_sft_npz
+from fastdraft_dag.distill.kd_rows import IGNORE, build_sft_arrays, save_sft_npz
 from fastdraft_dag.distill.on_policy import build_on_policy_arrays
 from fastdraft_dag.draft.config import DraftSize, init_draft
+from fastdraft_dag.prompts.render import encode_prompt
 from fastdraft_dag.reporting.plots import loss_curve_plot, markdown_image, train_log_rows
 from fastdraft_dag.training import trainer
 from fastdraft_dag.training.data import DataError, MixedData, SftData, local_slice, open_data

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdraft_dag.distill import kd_rows as kd
+from fastdraft_dag.prompts import render
 
 
 def _lines(path: Path) -> list[dict]:
@@ -48,7 +49,7 @@ def test_sft_labels_mask_exactly_the_prompt(tiny_target_dir: Path, tokenizer) ->
     for i, rid in enumerate(train_ids):
         ids, labels = arrays["train_input_ids"][i], arrays["train_labels"][i]
         mask = arrays["train_attention_mask"][i]
-        prompt = kd.encode_prompt(tokenizer, by_id[rid])
+        prompt = render.encode_prompt(tokenizer, by_id[rid])
         response = tokenizer(by_id[rid]["response"], add_special_tokens=False)["input_ids"]
         learned = labels[labels != kd.IGNORE].tolist()
         assert learned == [*response, eos]

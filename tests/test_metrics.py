@@ -76,7 +76,7 @@ PROMPTS = [
 
 
 def test_render_prompt_uses_chat_template(tokenizer) -> None:
-    from fastdraft_dag.evaluation.offline import render_prompt
+    from fastdraft_dag.prompts.render import render_prompt
 
     chat = render_prompt(tokenizer, PROMPTS[0])
     assert PROMPTS[0]["prompt"] in chat and chat != PROMPTS[0]["prompt"]

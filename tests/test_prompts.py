@@ -234,8 +234,8 @@ def test_prompt_source_settings_are_validated() -> None:
 
 
 def test_prompts_too_long_for_the_context_are_dropped(tiny_target_dir: Path, tokenizer) -> None:
-    from fastdraft_dag.distill.kd_rows import prompt_text
     from fastdraft_dag.distill.prompt_sources import drop_too_long, fit_to_target
+    from fastdraft_dag.prompts.render import render_prompt as prompt_text
 
     rows = [P.row(f"r{i}", "t", "word " * (5 * i + 1), True) for i in range(8)]
     lengths = [len(tokenizer(prompt_text(tokenizer, r))["input_ids"]) for r in rows]

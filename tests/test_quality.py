@@ -2,7 +2,8 @@
 
 import pytest
 
-from fastdraft_dag.evaluation.quality import acceptance_regressions, kd_response_quality
+from fastdraft_dag.distill.kd_dataset import kd_response_quality
+from fastdraft_dag.evaluation.quality import acceptance_regressions
 
 
 def test_kd_quality_counts_empty_and_truncated_per_task():

@@ -34,8 +34,10 @@ from fastdraft_dag.reporting.model_card import write_model_card
 from fastdraft_dag.resources.hpu_training import GAUDI_SPAWN, HPUTrainingResource, build_command
 from fastdraft_dag.training import backends, gaudi, loop, throughput, trainer
 from fastdraft_dag.training.checkpoint import latest_checkpoint
+from fastdraft_dag.training.config import StageConfig
 from fastdraft_dag.training.data import PackedData, SftData
 from fastdraft_dag.training.losses import CausalLMLoss, batch_loss
+from fastdraft_dag.training.spec import TrainSpec, build_spec
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,10 @@ def test_simulated_gaudi_without_optimum_habana_names_the_requirements(
 def test_resource_refuses_hpu_before_launch(tmp_path: Path) -> None:
     resource_ = HPUTrainingResource(backend="hpu")
     with pytest.raises(backends.BackendUnavailableError, match="'hpu' requested"):
-        resource_.train(context=None, spec={"out_dir": str(tmp_path / "o")}, work_dir=tmp_path)
+        stage = loop.Stage(name="s", data={})
+        resource_.train(
+            context=None, spec=TrainSpec("i", str(tmp_path / "o"), (stage,)), work_dir=tmp_path
+        )
     assert not (tmp_path / "train_spec.json").exists()
 
 
@@ -206,7 +211,7 @@ def test_k8s_launcher_builds_the_pod_run_without_probing() -> None:
 def test_gaudi_trainer_arguments_and_zero_config() -> None:
     stage = loop.Stage(name="pretrain", data={}, steps=100, batch_size=64, grad_accum=2,
                        lr=1e-3, min_lr=1e-4, warmup_steps=10, eval_every=50)  # fmt: skip
-    spec = {**trainer.SPEC_DEFAULTS, "dtype": "bf16", "checkpoint_every": 25}
+    spec = TrainSpec("i", "o", (stage,), dtype="bf16", checkpoint_every=25)
     args = gaudi.gaudi_arguments(spec, stage, Path("/c/0-pretrain"), 8, Path("/tb"))
     assert args["per_device_train_batch_size"] == 8 and args["gradient_accumulation_steps"] == 2
     assert args["use_habana"] and args["use_lazy_mode"] and args["bf16"]
@@ -260,6 +265,16 @@ def test_unknown_stage_or_spec_key_refused() -> None:
         loop.Stage.from_dict({"name": "s", "data": {}, "warmup": 20})
     with pytest.raises(loop.TrainingError, match="checkpoint_evry"):
         trainer.parse_spec({"init_dir": "i", "out_dir": "o", "stages": [], "checkpoint_evry": 5})
+    with pytest.raises(loop.TrainingError, match="dtype"):
+        TrainSpec("i", "o", (loop.Stage(name="s", data={}),), dtype="fp8")
+
+
+def test_recipe_stage_becomes_one_trainer_stage() -> None:
+    cfg = StageConfig("align", steps=7, batch_size=4, lr=2e-3, grad_clip=0.5, mix={"code": 1.0})
+    spec = build_spec("i", "o", [(cfg, {"kind": "sft", "path": "x"})], seed=3, dtype="fp32")
+    (stage,) = spec.stages
+    assert (stage.steps, stage.lr, stage.min_lr, stage.grad_clip) == (7, 2e-3, 2e-4, 0.5)
+    assert TrainSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # JSON round trip
 
 
 def test_sft_loss_only_on_unmasked_tokens(workspace: dict[str, Path]) -> None:

@@ -1,9 +1,5 @@
 """Alignment: the target answers KD prompts (`synthetic_kd_dataset`), the draft learns them (`aligned_draft`)."""
 
-import shutil
-from collections import Counter
-from pathlib import Path
-
 import dagster as dg
 
 from fastdraft_dag.assets.common import (
@@ -13,26 +9,20 @@ from fastdraft_dag.assets.common import (
     tokenizer_check,
     tokenizer_check_spec,
 )
-from fastdraft_dag.config.presets import AlignConfig
-from fastdraft_dag.distill.gate import (
-    gate,
-    gate_table,
-    held_out_acceptance,
-    held_out_rows,
-    train_prompt_rows,
+from fastdraft_dag.distill.align import AlignJob, align_draft
+from fastdraft_dag.distill.gate import gate, gate_table
+from fastdraft_dag.distill.kd_dataset import (
+    PromptSetError,
+    build_kd_dataset,
+    kd_response_quality,
+    sample_rows,
+    task_totals,
 )
-from fastdraft_dag.distill.generation import generate_responses, kd_target_ir
-from fastdraft_dag.distill.kd_rows import build_sft_arrays, read_rows, save_sft_npz
-from fastdraft_dag.distill.on_policy import build_on_policy_arrays
+from fastdraft_dag.distill.kd_rows import read_rows
 from fastdraft_dag.distill.prompt_sources import (
-    assemble_prompts,
-    evaluation_texts,
     files_fingerprint,
-    fit_to_target,
 )
-from fastdraft_dag.evaluation.quality import kd_response_quality
-from fastdraft_dag.reporting.model_card import write_model_card
-from fastdraft_dag.reporting.plots import loss_curve_plot, markdown_image, train_log_rows
+from fastdraft_dag.reporting.plots import markdown_image
 from fastdraft_dag.reporting.tables import md_table
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
@@ -113,58 +103,18 @@ def synthetic_kd_dataset(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline
 ) -> dg.MaterializeResult:
     target = pipeline.resolve_target(context.partition_key)
-    cfg = pipeline.profile.kd
-
-    eval_files = tuple(getattr(pipeline.profile.bench, "prompt_files", ()))
+    settings = pipeline.profile.settings("synthetic_kd_dataset")
+    cfg = settings.kd
+    eval_files = tuple(settings.bench.prompt_files)
     user_files = [s.path for s in cfg.prompt_sources if s.kind == "jsonl"]
 
     def build(out):
         try:
-            eval_rows, heldout = evaluation_texts(eval_files)
-            prompts, prompt_stats = assemble_prompts(
-                cfg.n_instruction,
-                cfg.n_code,
-                cfg.seed,
-                cfg.max_prompt_chars,
-                cfg.prompt_sources,
-                eval_rows,
+            return build_kd_dataset(
+                target.path, target.name, cfg, eval_files, settings.threads, out
             )
-        except ValueError as exc:  # ContaminationError, or a bad prompt file / setting
-            # A retry would fail the same way: fail at once, with the ids or the file named.
+        except PromptSetError as exc:  # a retry would fail the same way: fail at once
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        prompts, fit = fit_to_target(prompts, target.path, cfg.max_new_tokens)
-        prompt_stats["drops"]["prompt_too_long"] = fit["prompt_too_long"]
-        prompt_stats |= {"heldout_indexed": heldout, "context_len": fit["context_len"]}
-        ir_dir = kd_target_ir(target.path, out / "_target_ir", cfg.backend)
-        stats = generate_responses(
-            target.path,
-            prompts,
-            out / "kd.jsonl",
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-            temperature=cfg.temperatures,
-            seed=cfg.seed,
-            threads=pipeline.profile.threads,
-            dtype=cfg.dtype,
-            backend=cfg.backend,
-            ir_dir=ir_dir,
-            keep_truncated=cfg.keep_truncated,
-        )
-        shutil.rmtree(out / "_target_ir", ignore_errors=True)  # 4 bytes/param: not kept
-        rows = read_rows(out / "kd.jsonl")[0]
-        if not rows:
-            raise RuntimeError(
-                f"synthetic_kd_dataset: the target {target.name} produced no usable rows from "
-                f"{len(prompts)} prompts (drops: {stats.get('drops')})"
-            )
-        tasks = Counter(r["task"] for r in rows)
-        return {
-            **stats,
-            "template": stats.get("template", fit["template"]),
-            "prompts": len(prompts),
-            "prompt_stats": prompt_stats,
-            "by_task": dict(tasks),
-        }
 
     inputs = {"target_model": target.revision}
     if user_files or eval_files:  # file contents, not just paths, decide the prompt set
@@ -173,39 +123,17 @@ def synthetic_kd_dataset(
         context,
         pipeline,
         target.key,
-        config=pipeline.profile.section("kd"),
+        config=pipeline.profile.version_config("synthetic_kd_dataset"),
         inputs=inputs,
         build=build,
         resumable=True,
     )
     rows = read_rows(art.path / "kd.jsonl")[0]
-    per_task = Counter(r["task"] for r in rows)
+    totals = [{"target": target.name, **t} for t in task_totals(rows)]
     record_rows(
-        pipeline.db_path,
-        "kd_datasets",
-        art.manifest["version"],
-        [
-            {
-                "target": target.name,
-                "task": task,
-                "rows": n,
-                "prompt_tokens": sum(r["prompt_tokens"] for r in rows if r["task"] == task),
-                "response_tokens": sum(r["response_tokens"] for r in rows if r["task"] == task),
-            }
-            for task, n in per_task.items()
-        ],
-        context.run.run_id,
+        pipeline.db_path, "kd_datasets", art.manifest["version"], totals, context.run.run_id
     )
-    sample = [
-        {
-            "id": r["id"],
-            "task": r["task"],
-            "prompt": r["prompt"][:80].replace("\n", " ").replace("|", "/"),
-            "response": r["response"][:120].replace("\n", " ").replace("|", "/"),
-            "finish": r["finish"],
-        }
-        for r in rows[:5]
-    ]
+    sample = sample_rows(rows)
     m = art.metrics
     return result(
         context,
@@ -237,28 +165,6 @@ GATE_SPEC = dg.AssetCheckSpec(
     blocking=True,
     description="Greedy acceptance on the held-out KD rows (draft argmax == target argmax, teacher-forced on prompt + the target's response, fp32 PyTorch) is higher for the aligned draft than for the pretrained draft it started from (by more than align.gate_min_gain).",
 )
-
-
-def _data_parts(
-    cfg: AlignConfig, kd_npz: Path, on_policy_npz: Path | None, shards: Path | None
-) -> list[dict]:
-    """The align stage's data: KD rows, on-policy rows and pre-training rows, by weight."""
-    rest = 1.0 - cfg.pretrain_mix
-    share = cfg.on_policy_fraction if on_policy_npz else 0.0
-    parts = [
-        {"name": "kd", "weight": rest * (1.0 - share), "kind": "sft", "path": str(kd_npz)},
-        {"name": "on_policy", "weight": rest * share, "kind": "sft", "path": str(on_policy_npz)},
-        {"name": "pretrain", "weight": cfg.pretrain_mix, "kind": "packed",
-         "root": str(shards), "mix": cfg.stage.mix},
-    ]  # fmt: skip
-    return [p for p in parts if p["weight"] > 0]
-
-
-def _data_spec(parts: list[dict]) -> dict:
-    """One part is plain data; several are the trainer's `mixed` kind (one seeded plan)."""
-    if len(parts) == 1:
-        return {k: v for k, v in parts[0].items() if k not in ("name", "weight")}
-    return {"kind": "mixed", "parts": parts}
 
 
 def _gate_result(m: dict, min_gain: float) -> dg.AssetCheckResult:
@@ -296,94 +202,35 @@ def aligned_draft(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, hpu: HPUTrainingResource
 ) -> dg.MaterializeResult:
     target = pipeline.resolve_target(context.partition_key)
+    settings = pipeline.profile.settings("aligned_draft")
+    cfg = settings.align
     pretrained = pipeline.store.latest("pretrained_draft", target.key)
     kd = pipeline.store.latest("synthetic_kd_dataset", target.key)
-    shards = (
-        pipeline.store.latest("tokenized_shards", target.key)
-        if pipeline.profile.align.pretrain_mix
-        else None
+    shards = pipeline.store.latest("tokenized_shards", target.key) if cfg.pretrain_mix else None
+    job = AlignJob(
+        align=pipeline.profile.align,
+        on_policy_max_new_tokens=settings.kd.max_new_tokens,
+        on_policy_batch_size=settings.kd.batch_size,
+        seed=settings.pretrain.seed,
+        dtype=settings.pretrain.dtype,
+        threads=settings.threads,
     )
-    cfg = pipeline.profile.align
+    lineage = {"pretrained_draft": pretrained.data_version, "synthetic_kd_dataset": kd.data_version}
 
     def build(out):
-        rows = read_rows(kd.path / "kd.jsonl")[0]
-        arrays, data_stats = build_sft_arrays(
-            rows, pretrained.path, cfg.max_len, cfg.val_fraction, drop_truncated=cfg.drop_truncated
-        )
-        work = out / "_work"
-        work.mkdir(parents=True, exist_ok=True)
-        save_sft_npz(arrays, work / "sft.npz")
-        on_policy_npz, on_policy_stats = None, {}
-        if cfg.on_policy:
-            context.log.info("on-policy: the pretrained draft answers the KD train prompts")
-            op_arrays, on_policy_stats = build_on_policy_arrays(
-                target.path,
-                pretrained.path,
-                train_prompt_rows(rows, cfg.val_fraction),
-                cfg.max_len,
-                pipeline.profile.kd.max_new_tokens,
-                cfg.on_policy_temperature,
-                pipeline.profile.kd.batch_size,
-                seed=pipeline.profile.pretrain.seed,
-                threads=pipeline.profile.threads or None,
-            )
-            # Validate on the KD held-out rows: the target's own answers, what the gate uses.
-            op_arrays |= {k: v for k, v in arrays.items() if k.startswith("val_")}
-            on_policy_npz = work / "on_policy.npz"
-            save_sft_npz(op_arrays, on_policy_npz)
-        parts = _data_parts(cfg, work / "sft.npz", on_policy_npz, shards.path if shards else None)
-        data = _data_spec(parts)
-        spec = {
-            "init_dir": str(pretrained.path),
-            "out_dir": str(out),
-            "seed": pipeline.profile.pretrain.seed,
-            "dtype": pipeline.profile.pretrain.dtype,
-            "stages": [cfg.stage.to_spec(data)],
-        }
-        metrics = hpu.train(context, spec, work)  # checkpoints: out/_checkpoints
-        for scratch in (work, out / "_checkpoints"):
-            shutil.rmtree(scratch, ignore_errors=True)
-        context.log.info("gate: held-out greedy acceptance, pretrained vs aligned")
-        figures = held_out_acceptance(
-            target.path,
-            {"pretrained": pretrained.path, "aligned": out},
-            held_out_rows(rows, cfg.val_fraction, drop_truncated=cfg.drop_truncated),
-            cfg.max_len,
-            threads=pipeline.profile.threads or None,
-        )
-        log_rows = train_log_rows(out / "train_log.jsonl")
-        if log_rows:
-            loss_curve_plot(log_rows, out / "loss_curve.png", f"alignment of {target.name}")
-        metrics = {
-            **metrics,
-            "sft_data": data_stats,
-            "on_policy": on_policy_stats,
-            "data_parts": [{k: p[k] for k in ("name", "kind", "weight")} for p in parts],
-            "gate": figures,
-        }
-        write_model_card(
-            out,
-            "Aligned FastDraft draft",
-            target.name,
-            metrics,
-            {"pretrained_draft": pretrained.data_version, "synthetic_kd_dataset": kd.data_version},
-        )
-        return metrics
+        return align_draft(
+            target.path, target.name, pretrained.path, kd.path, shards.path if shards else None,
+            lineage, job, out, lambda spec, work: hpu.train(context, spec, work), context.log.info,
+        )  # fmt: skip
 
-    inputs = {
-        "pretrained_draft": pretrained.data_version,
-        "synthetic_kd_dataset": kd.data_version,
-        "target_model": target.revision,
-    }
+    inputs = {**lineage, "target_model": target.revision}
     if shards:
         inputs["tokenized_shards"] = shards.data_version
-    # The gate threshold judges the artifact; it is no part of what the artifact is.
-    config = {k: v for k, v in pipeline.profile.section("align").items() if k != "gate_min_gain"}
     art = build_artifact(
         context,
         pipeline,
         target.key,
-        config={**config, "backend": hpu.backend},
+        config={**pipeline.profile.version_config("aligned_draft"), "backend": hpu.backend},
         inputs=inputs,
         build=build,
         resumable=True,  # a killed run leaves .<version>.partial/_checkpoints; a rerun resumes

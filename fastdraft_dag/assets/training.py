@@ -1,7 +1,5 @@
 """`pretrained_draft`: pre-training on text, then continued pre-training on code + text."""
 
-import shutil
-
 import dagster as dg
 
 from fastdraft_dag.assets.common import (
@@ -11,10 +9,9 @@ from fastdraft_dag.assets.common import (
     tokenizer_check,
     tokenizer_check_spec,
 )
-from fastdraft_dag.draft.config import derive_draft_config, init_draft
-from fastdraft_dag.reporting.model_card import write_model_card
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
+from fastdraft_dag.training.pretrain import check_draft, pretrain_draft
 
 
 @dg.asset(
@@ -33,42 +30,20 @@ def pretrained_draft(
 ) -> dg.MaterializeResult:
     target = pipeline.resolve_target(context.partition_key)
     shards = pipeline.store.latest("tokenized_shards", target.key)
-    cfg = pipeline.profile.pretrain
-    derive_draft_config(target.path, cfg.draft)  # an invalid draft fails here, before any training
+    settings = pipeline.profile.settings("pretrained_draft")
+    check_draft(target.path, settings.pretrain)
 
     def build(out):
-        init_dir = out / "_init"
-        sizes = init_draft(
-            target.path, cfg.draft, init_dir, seed=cfg.seed, init_embeddings=cfg.init_embeddings
-        )
-        spec = {
-            "init_dir": str(init_dir),
-            "out_dir": str(out),
-            "seed": cfg.seed,
-            "dtype": cfg.dtype,
-            "stages": [
-                s.to_spec({"kind": "packed", "root": str(shards.path), "mix": s.mix})
-                for s in cfg.stages
-            ],
-        }
-        metrics = hpu.train(context, spec, out / "_work")  # checkpoints: out/_checkpoints
-        for scratch in (init_dir, out / "_work", out / "_checkpoints"):
-            shutil.rmtree(scratch, ignore_errors=True)
-        metrics = {**sizes, **metrics}
-        write_model_card(
-            out,
-            "Pretrained FastDraft draft",
-            target.name,
-            metrics,
-            {"tokenized_shards": shards.data_version},
-        )
-        return metrics
+        return pretrain_draft(
+            target.path, target.name, shards.path, shards.data_version, settings.pretrain,
+            settings.threads, out, lambda spec, work: hpu.train(context, spec, work),
+        ).metrics  # fmt: skip
 
     art = build_artifact(
         context,
         pipeline,
         target.key,
-        config={**pipeline.profile.section("pretrain"), "backend": hpu.backend},
+        config={**pipeline.profile.version_config("pretrained_draft"), "backend": hpu.backend},
         inputs={"tokenized_shards": shards.data_version, "target_model": target.revision},
         build=build,
         resumable=True,  # a killed run leaves .<version>.partial/_checkpoints; a rerun resumes

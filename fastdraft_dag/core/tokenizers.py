@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
 
 
 def _describe(tokenizer_dir: Path) -> dict[str, object]:
@@ -36,3 +45,13 @@ def tokenizer_differences(candidate_dir: Path, target_dir: Path) -> list[str]:
         else:
             out.append(f"{field}: {json.dumps(va)[:120]} vs {json.dumps(vb)[:120]}")
     return out
+
+
+def copy_tokenizer_files(src_dir: Path, out_dir: Path) -> list[str]:
+    """Copy tokenizer, special tokens, chat template: the draft must speak the target's tokens."""
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (Path(src_dir) / name).is_file():
+            shutil.copy2(Path(src_dir) / name, Path(out_dir) / name)
+            copied.append(name)
+    return copied

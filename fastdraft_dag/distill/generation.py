@@ -33,13 +33,12 @@ from fastdraft_dag.distill.backends import (
     resolve_dtype,
 )
 from fastdraft_dag.distill.kd_rows import (
-    encode_prompt,
     end_of_turn_ids,
     existing_ids,
-    has_chat_template,
     row_id,
     tokenizer_roundtrips,
 )
+from fastdraft_dag.prompts.render import encode_prompt, template_name
 
 CHUNK_BATCHES = 4  # a chunk (one flush, one resume point) holds this many batches of prompts
 
@@ -306,7 +305,7 @@ def generate_responses(
         "tokens_per_s": tally.tokens / tally.seconds if tally.seconds else 0.0,
         "generate_seconds": tally.seconds,
         "seconds": time.perf_counter() - start,
-        "template": "chat" if has_chat_template(tokenizer) else "fallback",
+        "template": template_name(tokenizer, {"chat": True}),
         "tokenizer_roundtrip": roundtrip,
         "backend": backend,
         "dtype": resolve_dtype(dtype) if backend == "torch" else "fp32 (OpenVINO IR, f32 hint)",

@@ -1,6 +1,6 @@
 """Sequence-level knowledge distillation: the target answers the KD prompts, the draft learns them.
 
-This module holds what generation and training share: how a prompt is encoded (`encode_prompt`),
+This module holds what generation and training share: the prompt encoding (`prompts.render`),
 the JSONL row files, and `build_sft_arrays`, which turns rows into fixed-length token arrays with
 the loss masked to the response, using exactly the same prompt encoding as generation, so the
 draft is trained on the context the target really saw. Generation itself is `kd_generation`.
@@ -17,30 +17,9 @@ from typing import Any
 
 import numpy as np
 
-FALLBACK_TEMPLATE = "User: {prompt}\nAssistant:"
+from fastdraft_dag.prompts.render import encode_prompt
+
 IGNORE = -100
-
-
-# ---------------------------------------------------------------- prompt encoding (shared)
-
-
-def has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def prompt_text(tokenizer: Any, row: dict[str, Any]) -> str:
-    """The exact text the target is conditioned on: chat-templated, fallback, or raw."""
-    if not row.get("chat", True):
-        return row["prompt"]
-    if has_chat_template(tokenizer):
-        messages = [{"role": "user", "content": row["prompt"]}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return FALLBACK_TEMPLATE.format(prompt=row["prompt"])
-
-
-def encode_prompt(tokenizer: Any, row: dict[str, Any]) -> list[int]:
-    """Prompt token ids; the template already carries its special tokens, so none are added."""
-    return list(tokenizer(prompt_text(tokenizer, row), add_special_tokens=False)["input_ids"])
 
 
 def end_of_turn_ids(model_dir: Path, tokenizer: Any) -> list[int]:

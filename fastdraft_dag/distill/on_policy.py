@@ -24,7 +24,8 @@ import numpy as np
 
 from fastdraft_dag.distill.backends import pad_batch, torch_generation_config
 from fastdraft_dag.distill.gate import greedy_next
-from fastdraft_dag.distill.kd_rows import IGNORE, encode_prompt, end_of_turn_ids
+from fastdraft_dag.distill.kd_rows import IGNORE, end_of_turn_ids
+from fastdraft_dag.prompts.render import encode_prompt
 
 
 def _cut(new_ids: list[int], eos: list[int]) -> tuple[list[int], str]:

@@ -33,6 +33,7 @@ from fastdraft_dag.prompts.eval_sets import (
     normalize_text,
     row,
 )
+from fastdraft_dag.prompts.render import encode_prompt, template_name
 
 SOURCE_KINDS = ("jsonl", "hf")
 DROP_REASONS = ("empty", "too_long", "duplicate", "duplicate_id", "malformed")
@@ -241,9 +242,8 @@ def drop_too_long(
 ) -> tuple[list[dict[str, Any]], int]:
     """Prompts whose encoding plus `max_new_tokens` fits the target's context, and how many not.
 
-    Encoded with `kd.encode_prompt`, exactly as generation will see them (template included).
+    Encoded with `prompts.render.encode_prompt`, exactly as generation will see them (template included).
     """
-    from fastdraft_dag.distill.kd_rows import encode_prompt
 
     kept = [r for r in rows if len(encode_prompt(tokenizer, r)) + max_new_tokens <= context_len]
     return kept, len(rows) - len(kept)
@@ -265,15 +265,13 @@ def fit_to_target(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows that fit the target's context with room for the answer, plus what was checked:
     the count dropped (`prompt_too_long`), the context length, and the prompt template used
-    (`chat`, or `fallback` when the tokenizer has no chat template: `kd.FALLBACK_TEMPLATE`)."""
+    (`chat`, or `fallback` when the tokenizer has no chat template: `prompts.render.FALLBACK_TEMPLATE`)."""
     from transformers import AutoTokenizer
-
-    from fastdraft_dag.distill.kd_rows import has_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
     context = context_length(target_dir)
     kept, dropped = drop_too_long(rows, tokenizer, context, max_new_tokens)
-    template = "chat" if has_chat_template(tokenizer) else "fallback"
+    template = template_name(tokenizer, {"chat": True})
     return kept, {"prompt_too_long": dropped, "context_len": context, "template": template}
 
 

@@ -13,10 +13,10 @@ offending setting named in the message.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastdraft_dag.core.tokenizers import TOKENIZER_FILES, copy_tokenizer_files  # noqa: F401
 from fastdraft_dag.draft.sizes import (  # re-exported: profiles and callers import them here
     PRESETS,
     DraftConfigError,
@@ -35,13 +35,6 @@ __all__ = [
     "init_draft", "scaled_size", "validate_size",
 ]  # fmt: skip
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "generation_config.json",
-)
 MAX_DRAFT_CONTEXT = 2048
 
 
@@ -133,16 +126,6 @@ def derive_draft_config(target_dir: Path, size: DraftSize | str) -> LlamaConfig:
         unk_token_id=src.get("unk_token_id"),
         tie_word_embeddings=size.tie_word_embeddings,
     )
-
-
-def copy_tokenizer_files(src_dir: Path, out_dir: Path) -> list[str]:
-    """Copy tokenizer, special tokens, chat template: the draft must speak the target's tokens."""
-    copied = []
-    for name in TOKENIZER_FILES:
-        if (Path(src_dir) / name).is_file():
-            shutil.copy2(Path(src_dir) / name, Path(out_dir) / name)
-            copied.append(name)
-    return copied
 
 
 def count_parameters(model: Any) -> dict[str, int]:

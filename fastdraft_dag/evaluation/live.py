@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.core.tokenizers import tokenizer_differences
-from fastdraft_dag.evaluation.offline import load_fp32_model, prompt_ids
+from fastdraft_dag.evaluation.offline import load_fp32_model
 from fastdraft_dag.openvino.genai import (
     PROMPT_LOOKUP_NGRAM,
     available_devices,
@@ -33,6 +33,7 @@ from fastdraft_dag.openvino.genai import (
     to_tensors,
     top2_margin,
 )
+from fastdraft_dag.prompts.render import encode_prompt
 
 MAX_DIVERGENCES = 32  # per mode and k; one target forward pass each, cheap next to the benchmark
 N_SAMPLES = 2  # prompts whose decoded text is kept (plain and our draft at the best k)
@@ -240,7 +241,7 @@ def benchmark_live(
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    inputs = [prompt_ids(tokenizer, row) for row in prompts]
+    inputs = [encode_prompt(tokenizer, row) for row in prompts]
     tasks = [str(row["task"]) for row in prompts]
     tensors = to_tensors(inputs)
     props = pipeline_properties(precision_hint, threads)

@@ -19,30 +19,9 @@ import numpy as np
 from fastdraft_dag.core.tokenizers import tokenizer_differences
 from fastdraft_dag.evaluation import metrics
 from fastdraft_dag.openvino.ir_scoring import IRScorer, bytes_per_param, ir_model_file
+from fastdraft_dag.prompts.render import encode_prompt
 
 TORCH_FP32 = "torch-fp32"  # precision label of the PyTorch draft: the reference acceptance
-
-
-def render_prompt(tokenizer: Any, row: dict) -> str:
-    """The exact text fed to every model: chat rows through the chat template, others raw.
-
-    Shared by the PyTorch and OpenVINO paths so both see identical prompts; openvino_genai must
-    then be told not to apply its own chat template.
-    """
-    if not row.get("chat"):
-        return row["prompt"]
-    messages = [{"role": "user", "content": row["prompt"]}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def prompt_ids(tokenizer: Any, row: dict) -> list[int]:
-    """Token ids of the rendered prompt.
-
-    A chat template already writes its own leading special tokens, so they are not added again;
-    raw text gets the tokenizer's usual BOS handling.
-    """
-    text = render_prompt(tokenizer, row)
-    return list(tokenizer(text, add_special_tokens=not row.get("chat"))["input_ids"])
 
 
 def load_fp32_model(model_dir: Path) -> Any:
@@ -208,7 +187,7 @@ def evaluate_offline(
     variants.update({p: IRScorer(ir, threads=threads) for p, ir in draft_irs.items()})
     scored: dict[str, dict[str, list[dict]]] = {p: defaultdict(list) for p in variants}
     for row in prompts:
-        ids = prompt_ids(tokenizer, row)
+        ids = encode_prompt(tokenizer, row)
         for label, result in score_variants(target, variants, ids, max_new_tokens).items():
             scored[label][row["task"]].append(result)
     rows = []

@@ -28,6 +28,7 @@ from pydantic import Field
 
 from fastdraft_dag.training import run as run_module
 from fastdraft_dag.training.backends import BACKENDS, resolve_backend
+from fastdraft_dag.training.spec import TrainSpec
 
 RUN_MODULE = "fastdraft_dag.training.run"
 GAUDI_SPAWN = "fastdraft_dag.training.gaudi_spawn"
@@ -180,21 +181,21 @@ class HPUTrainingResource(dg.ConfigurableResource):
         else:
             raise ValueError(f"launcher {self.launcher!r}: expected 'subprocess' or 'k8s'")
 
-    def train(self, context: Any, spec: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+    def train(self, context: Any, spec: TrainSpec, work_dir: Path) -> dict[str, Any]:
         """Write the spec, run the trainer under Pipes, return its `metrics.json`."""
         backend = self.resolved_backend()
         work_dir = Path(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
-        spec = {**spec, **self.spec_overrides(backend)}
+        spec = spec.with_runtime(**self.spec_overrides(backend))
         spec_path = work_dir / "train_spec.json"
-        spec_path.write_text(json.dumps(spec, indent=2))
+        spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
         command = build_command(self.python, backend, self.num_devices, spec_path)
         context.log.info(
             f"launching trainer ({self.launcher}) on {backend} x{self.num_devices}: "
             + " ".join(command)
         )
         self._launch(context, command, backend)
-        metrics_path = Path(spec["out_dir"]) / "metrics.json"
+        metrics_path = Path(spec.out_dir) / "metrics.json"
         if not metrics_path.is_file():
             raise RuntimeError(f"trainer exited cleanly but wrote no {metrics_path}")
         return json.loads(metrics_path.read_text())

@@ -16,7 +16,7 @@ def build_tiny_target(target_dir: Path, out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
-    from fastdraft_dag.draft.config import copy_tokenizer_files
+    from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 
     src = AutoConfig.from_pretrained(target_dir)
     config = LlamaConfig(

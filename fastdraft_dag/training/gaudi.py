@@ -92,12 +92,12 @@ def gaudi_arguments(
             f"{world_size} devices"
         )
     per_device = stage.batch_size // world_size
-    use_zero = world_size > 1 and int(spec["zero_stage"]) > 0
+    use_zero = world_size > 1 and int(spec.zero_stage) > 0
     return {
         "output_dir": str(stage_dir),
         "use_habana": True,
         "use_lazy_mode": True,
-        "bf16": spec["dtype"] == "bf16",
+        "bf16": spec.dtype == "bf16",
         "per_device_train_batch_size": per_device,
         "per_device_eval_batch_size": per_device,
         "gradient_accumulation_steps": stage.grad_accum,
@@ -114,16 +114,16 @@ def gaudi_arguments(
         "logging_dir": str(tb_dir),
         "report_to": ["tensorboard"],
         "save_strategy": "steps",
-        "save_steps": int(spec["checkpoint_every"]) or stage.steps,
-        "save_total_limit": int(spec["keep_checkpoints"]),
+        "save_steps": int(spec.checkpoint_every) or stage.steps,
+        "save_total_limit": int(spec.keep_checkpoints),
         "eval_strategy": "steps" if stage.eval_every else "no",
         "eval_steps": stage.eval_every or None,
-        "seed": int(spec["seed"]),
-        "data_seed": int(spec["seed"]),
+        "seed": int(spec.seed),
+        "data_seed": int(spec.seed),
         "dataloader_num_workers": 0,
         "remove_unused_columns": False,
         "throughput_warmup_steps": min(3, stage.steps - 1),
-        "deepspeed": zero_config(int(spec["zero_stage"])) if use_zero else None,
+        "deepspeed": zero_config(int(spec.zero_stage)) if use_zero else None,
     }
 
 
@@ -181,8 +181,8 @@ def _stage_summary(stage: Any, data: Data, trainer: Any, output: Any, peak: floa
 
 
 def _peak(spec: dict[str, Any]) -> float:
-    if float(spec["peak_flops"]) > 0:
-        return float(spec["peak_flops"])
+    if float(spec.peak_flops) > 0:
+        return float(spec.peak_flops)
     try:
         from habana_frameworks.torch import hpu
 
@@ -196,17 +196,17 @@ def train_gaudi(spec: dict[str, Any], stages: list[Any], log: Log, report: Repor
     """All stages with GaudiTrainer; saves the draft + metrics.json like `trainer.train`."""
     from transformers import AutoModelForCausalLM
 
-    from fastdraft_dag.training.trainer import check_fits, save_draft
+    from fastdraft_dag.training.model_io import check_fits, save_draft
 
     datas = [open_data(s.data) for s in stages]  # checksums before anything is loaded
     habana = _habana()
-    model = AutoModelForCausalLM.from_pretrained(spec["init_dir"])  # fp32; 4.55 has no dtype=
+    model = AutoModelForCausalLM.from_pretrained(spec.init_dir)  # fp32; 4.55 has no dtype=
     check_fits(model, stages, datas)
-    out = Path(spec["out_dir"])
-    root = Path(spec["checkpoint_dir"] or out / "_checkpoints") / "gaudi"
+    out = Path(spec.out_dir)
+    root = Path(spec.checkpoint_dir or out / "_checkpoints") / "gaudi"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     gaudi_config = habana.GaudiConfig(
-        use_fused_adam=True, use_fused_clip_norm=True, use_torch_autocast=spec["dtype"] == "bf16"
+        use_fused_adam=True, use_fused_clip_norm=True, use_torch_autocast=spec.dtype == "bf16"
     )
     peak, results = _peak(spec), []
     for i, (stage, data) in enumerate(zip(stages, datas, strict=True)):
@@ -225,7 +225,7 @@ def train_gaudi(spec: dict[str, Any], stages: list[Any], log: Log, report: Repor
             model=model,
             gaudi_config=gaudi_config,
             args=args,
-            train_dataset=PlanDataset(data, rows, int(spec["seed"]), i),
+            train_dataset=PlanDataset(data, rows, int(spec.seed), i),
             eval_dataset=ValDataset(data, stage.batch_size, stage.eval_batches),
             callbacks=[_progress_callback(stage.name, log, report, out / "train_log.jsonl")],
         )
@@ -252,9 +252,9 @@ def _gaudi_summary(results: list[dict], model: Any, spec: dict, world: int, peak
         "parameters": sum(p.numel() for p in model.parameters()),
         "backend": "hpu",
         "world_size": world,
-        "dtype": spec["dtype"],
-        "bf16_autocast": spec["dtype"] == "bf16",
-        "zero_stage": int(spec["zero_stage"]) if world > 1 else 0,
+        "dtype": spec.dtype,
+        "bf16_autocast": spec.dtype == "bf16",
+        "zero_stage": int(spec.zero_stage) if world > 1 else 0,
         "val_loss": results[-1]["val_loss"],
         "tokens": tokens,
         "train_seconds": seconds,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,42 +50,11 @@ from fastdraft_dag.training.distributed import (
 )
 from fastdraft_dag.training.errors import TrainingError, TrainingInterrupted
 from fastdraft_dag.training.losses import CausalLMLoss, batch_loss
+from fastdraft_dag.training.spec import Stage, TrainSpec
 from fastdraft_dag.training.telemetry import Log, Telemetry
 from fastdraft_dag.training.throughput import flops_per_step, mfu
 
 __all__ = ["Stage", "TrainingError", "TrainingInterrupted", "batch_loss", "lr_at", "run_stage"]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One training stage; field names are the spec's keys."""
-
-    name: str
-    data: dict
-    steps: int = 100
-    batch_size: int = 8  # global rows per micro-batch, split over the processes
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 10
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 0  # 0: evaluate only at the end of the stage
-    eval_batches: int = 4
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Stage:
-        """Unknown keys are refused: a typo ('warmup': 20) must not silently train with defaults."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise TrainingError(f"stage {raw.get('name')!r}: unknown keys {unknown}")
-        if "name" not in raw or "data" not in raw:
-            raise TrainingError(f"stage {raw!r}: 'name' and 'data' are required")
-        stage = cls(**raw)
-        if stage.steps <= 0 or stage.batch_size <= 0 or stage.grad_accum <= 0:
-            raise TrainingError(f"stage {stage.name!r}: steps, batch_size, grad_accum must be > 0")
-        return stage
 
 
 # ----------------------------------------------------------------------------- math
@@ -172,7 +141,7 @@ class Run:
     rng: np.random.Generator
     tel: Telemetry
     stop: StopRequest
-    spec: dict[str, Any]
+    spec: TrainSpec
     ckpt_dir: Path
     fingerprint: str
     explode_at: float
@@ -323,7 +292,7 @@ def _save_checkpoint(run: Run, i: int, stage: Stage, p: Progress, global_step: i
         "world_size": run.world.size,
     }
     if run.world.is_main:
-        keep = int(run.spec["keep_checkpoints"])
+        keep = run.spec.keep_checkpoints
         saved = ckpt.save_checkpoint(run.ckpt_dir, run.lm.model, opt, sched, state, keep)
         run.tel.log(f"checkpoint {saved.path.name} ({stage.name} step {p.step})")
     run.last_checkpoint = run.ckpt_dir / f"step-{global_step:08d}"
@@ -349,7 +318,7 @@ def _record_step(run: Run, stage: Stage, p: Progress, r: StepResult, seconds: fl
 def run_stage(run: Run, i: int, stage: Stage, data: Data, offset: int, p: Progress, opt, sched):
     """Train one stage from `p.step`; returns its summary (losses, tokens, throughput, MFU)."""
     every_log = max(1, stage.steps // 10)
-    every_ckpt = int(run.spec["checkpoint_every"])
+    every_ckpt = run.spec.checkpoint_every
     run.seq_len = data.seq_len
     run.tel.log(
         f"stage {stage.name}: steps {p.step + 1}..{stage.steps}, global batch "

@@ -1,7 +1,7 @@
 """`train(spec)`: validate, open data, load or resume, run every stage, save the draft.
 
-The spec is plain JSON (written by the HPU training resource, or by hand); every key has a default
-in `SPEC_DEFAULTS` except `init_dir`, `out_dir` and `stages`. The `hpu` backend is handed to
+The spec is a `TrainSpec` (spec.py), as JSON when it crosses a process boundary; every key has a
+default except `init_dir`, `out_dir` and `stages`. The `hpu` backend is handed to
 `gaudi.py` (optimum-habana) before anything else is loaded; `cpu` and `cuda` run `loop.py`, in one
 process or N (torchrun).
 """
@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fastdraft_dag.draft.config import copy_tokenizer_files
 from fastdraft_dag.training import checkpoint as ckpt
 from fastdraft_dag.training.backends import resolve_backend
 from fastdraft_dag.training.data import Data, open_data, restore_generator
@@ -35,55 +34,32 @@ from fastdraft_dag.training.errors import TrainingError
 from fastdraft_dag.training.loop import (
     Progress,
     Run,
-    Stage,
     make_optimizer,
     make_scheduler,
     run_stage,
     use_bf16,
 )
 from fastdraft_dag.training.losses import CausalLMLoss
+from fastdraft_dag.training.model_io import check_fits, save_draft
+from fastdraft_dag.training.spec import Stage, TrainSpec
 from fastdraft_dag.training.telemetry import Log, Report, Telemetry
 from fastdraft_dag.training.throughput import peak_flops
 
-SPEC_DEFAULTS: dict[str, Any] = {
-    "backend": "auto",
-    "seed": 0,
-    "threads": 2,
-    "dtype": "bf16",
-    "checkpoint_every": 0,  # steps; 0: only at stage ends and on SIGTERM/SIGINT
-    "checkpoint_dir": "",  # default: <out_dir>/_checkpoints
-    "keep_checkpoints": 2,
-    "fused_loss": True,
-    "compile": False,  # torch.compile the decoder: true (inductor; ~a minute on 2 cores) or a backend
-    "peak_flops": 0.0,  # per device; 0: datasheet figure or measured (throughput.py)
-    "explode_factor": 3.0,  # stop when loss > factor x ln(vocab); 0 disables
-    "zero_stage": 2,  # DeepSpeed ZeRO-1/2 (hpu backend, more than one device; 0: plain DDP)
-}
+
+def parse_spec(spec: TrainSpec | TrainSpec) -> tuple[TrainSpec, list[Stage]]:
+    """The typed spec (validated before anything is loaded) and its stages."""
+    spec = spec if isinstance(spec, TrainSpec) else TrainSpec.from_dict(spec)
+    return spec, list(spec.stages)
 
 
-def parse_spec(spec: dict[str, Any]) -> tuple[dict[str, Any], list[Stage]]:
-    """Fill top-level defaults and validate stages before anything is loaded."""
-    unknown = sorted(set(spec) - set(SPEC_DEFAULTS) - {"init_dir", "out_dir", "stages"})
-    if unknown:
-        raise TrainingError(f"spec: unknown keys {unknown}")
-    spec = {**SPEC_DEFAULTS, **spec}
-    for key in ("init_dir", "out_dir", "stages"):
-        if not spec.get(key):
-            raise TrainingError(f"spec: {key!r} is required")
-    if spec["dtype"] not in ("bf16", "fp32"):
-        raise TrainingError(f"spec: dtype {spec['dtype']!r}, expected 'bf16' or 'fp32'")
-    if spec["zero_stage"] not in (0, 1, 2):
-        raise TrainingError(f"spec: zero_stage {spec['zero_stage']!r}, expected 0, 1 or 2")
-    return spec, [Stage.from_dict(s) for s in spec["stages"]]
-
-
-def fingerprint(spec: dict[str, Any]) -> str:
+def fingerprint(spec: TrainSpec) -> str:
     """What a checkpoint must agree with to be resumed: the stages and the seed.
 
     Backend, threads and world size are left out on purpose: a run checkpointed on 2 processes
     may resume on 1 (the global batch is the same).
     """
-    blob = json.dumps({"stages": spec["stages"], "seed": spec["seed"]}, sort_keys=True)
+    stages = [asdict(st) for st in spec.stages]
+    blob = json.dumps({"stages": stages, "seed": spec.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -96,41 +72,15 @@ def _check_world(stages: list[Stage], world: World) -> None:
             )
 
 
-def check_fits(model: torch.nn.Module, stages: list[Stage], datas: list[Data]) -> None:
-    """Token ids and sequence lengths the model cannot embed are refused before step 1."""
-    vocab = model.get_input_embeddings().weight.shape[0]
-    max_pos = getattr(model.config, "max_position_embeddings", None)
-    for stage, data in zip(stages, datas, strict=True):
-        if data.max_token_id >= vocab:
-            raise TrainingError(
-                f"stage {stage.name!r}: data token ids reach {data.max_token_id} but the model's "
-                f"vocabulary has {vocab} entries (tokenizer mismatch?)"
-            )
-        if max_pos and data.seq_len > max_pos:
-            raise TrainingError(
-                f"stage {stage.name!r}: seq_len {data.seq_len} > max_position_embeddings {max_pos}"
-            )
-
-
-def _load_model(spec: dict[str, Any], stages: list[Stage], datas: list[Data]) -> torch.nn.Module:
+def _load_model(spec: TrainSpec, stages: list[Stage], datas: list[Data]) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(spec["init_dir"], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(spec.init_dir, dtype=torch.float32)
     check_fits(model, stages, datas)
     return model
 
 
-def save_draft(model: torch.nn.Module, spec: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """HF layout + the init dir's tokenizer; metrics.json last, so its presence means 'complete'."""
-    out = Path(spec["out_dir"])
-    model.to("cpu").save_pretrained(out, safe_serialization=True)
-    copy_tokenizer_files(Path(spec["init_dir"]), out)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
-
-
-def _summary(run: Run, params: int, spec: dict, peak_source: str) -> dict[str, Any]:
+def _summary(run: Run, params: int, spec: TrainSpec, peak_source: str) -> dict[str, Any]:
     results = run.results
     tokens = sum(r["tokens"] for r in results)
     seconds = sum(r["train_seconds"] for r in results)
@@ -140,10 +90,10 @@ def _summary(run: Run, params: int, spec: dict, peak_source: str) -> dict[str, A
         "parameters": params,
         "backend": run.backend,
         "world_size": run.world.size,
-        "dtype": spec["dtype"],
+        "dtype": spec.dtype,
         "bf16_autocast": run.bf16,
         "fused_loss": run.lm.fused,
-        "compiled": spec["compile"],
+        "compiled": spec.compile,
         "val_loss": results[-1]["val_loss"],
         "tokens": tokens,
         "train_seconds": seconds,
@@ -154,7 +104,7 @@ def _summary(run: Run, params: int, spec: dict, peak_source: str) -> dict[str, A
     }
 
 
-def _resume_point(spec: dict[str, Any], ckpt_dir: Path, fp: str) -> ckpt.Checkpoint | None:
+def _resume_point(spec: TrainSpec, ckpt_dir: Path, fp: str) -> ckpt.Checkpoint | None:
     found = ckpt.latest_checkpoint(ckpt_dir)
     if found and found.state.get("fingerprint") != fp:
         raise TrainingError(
@@ -164,10 +114,10 @@ def _resume_point(spec: dict[str, Any], ckpt_dir: Path, fp: str) -> ckpt.Checkpo
     return found
 
 
-def train(spec: dict[str, Any], log: Log, report: Report) -> dict[str, Any]:
+def train(spec: dict[str, Any] | TrainSpec, log: Log, report: Report) -> dict[str, Any]:
     """Run all stages of `spec` in order, save draft + metrics to `out_dir`, return metrics."""
     spec, stages = parse_spec(spec)
-    backend = resolve_backend(spec["backend"])
+    backend = resolve_backend(spec.backend)
     if backend == "hpu":
         from fastdraft_dag.training.gaudi import train_gaudi
 
@@ -180,16 +130,16 @@ def train(spec: dict[str, Any], log: Log, report: Report) -> dict[str, Any]:
 
 
 def _train(
-    spec: dict, stages: list[Stage], backend: str, world: World, log: Log, report: Report
+    spec: TrainSpec, stages: list[Stage], backend: str, world: World, log: Log, report: Report
 ) -> dict[str, Any]:
-    torch.set_num_threads(int(spec["threads"]))
-    torch.manual_seed(int(spec["seed"]))
+    torch.set_num_threads(int(spec.threads))
+    torch.manual_seed(int(spec.seed))
     _check_world(stages, world)
     datas = [open_data(s.data) for s in stages]  # verifies every shard before any compute
     model = _load_model(spec, stages, datas)
     device = device_for_rank(backend, world)
-    out = Path(spec["out_dir"])
-    ckpt_dir = Path(spec["checkpoint_dir"] or out / "_checkpoints")
+    out = Path(spec.out_dir)
+    ckpt_dir = Path(spec.checkpoint_dir or out / "_checkpoints")
     resume = _resume_point(spec, ckpt_dir, fingerprint(spec))
     if resume:
         ckpt.load_weights(resume, model)
@@ -198,17 +148,17 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").unlink(missing_ok=True)
     barrier(world)
-    bf16 = use_bf16(backend, spec["dtype"], log if world.is_main else lambda m: None)
-    lm = CausalLMLoss(model, fused=bool(spec["fused_loss"]))
-    if spec["compile"]:  # true: inductor; a string names another dynamo backend
-        backend_name = spec["compile"] if isinstance(spec["compile"], str) else "inductor"
+    bf16 = use_bf16(backend, spec.dtype, log if world.is_main else lambda m: None)
+    lm = CausalLMLoss(model, fused=bool(spec.fused_loss))
+    if spec.compile:  # true: inductor; a string names another dynamo backend
+        backend_name = spec.compile if isinstance(spec.compile, str) else "inductor"
         model.get_decoder().compile(backend=backend_name)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    peak, peak_source = peak_flops(backend, device, dtype, float(spec["peak_flops"]))
+    peak, peak_source = peak_flops(backend, device, dtype, float(spec.peak_flops))
     tel = Telemetry(out, world.is_main, log, report, resume.global_step if resume else None)
     params = sum(p.numel() for p in model.parameters())
     tel.log(
-        f"training {params:,} parameters on {backend} x{world.size} ({spec['dtype']}, "
+        f"training {params:,} parameters on {backend} x{world.size} ({spec.dtype}, "
         f"fused loss {lm.fused}), {len(stages)} stages"
         + (f"; resuming from {resume.path.name}" if resume else "")
     )
@@ -217,9 +167,9 @@ def _train(
             run = Run(
                 backend, device, world, bf16, lm, wrap(lm, world, device),
                 restore_generator(resume.state["rng"]) if resume else
-                np.random.default_rng(int(spec["seed"])),
+                np.random.default_rng(int(spec.seed)),
                 tel, stop, spec, ckpt_dir, fingerprint(spec),
-                float(spec["explode_factor"]) * math.log(model.config.vocab_size), peak,
+                float(spec.explode_factor) * math.log(model.config.vocab_size), peak,
                 results=list(resume.state["results"]) if resume else [],
                 last_checkpoint=resume.path if resume else None,
             )  # fmt: skip

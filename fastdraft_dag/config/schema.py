@@ -1,0 +1,133 @@
+"""The recipe: one frozen, validated object per stage, assembled into a Profile."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any
+
+from fastdraft_dag.core.errors import ConfigError as ProfileError
+from fastdraft_dag.data.config import CorporaConfig, ShardsConfig
+from fastdraft_dag.distill.config import AlignConfig, KDConfig
+from fastdraft_dag.evaluation.config import BenchConfig
+from fastdraft_dag.openvino.config import ExportConfig
+from fastdraft_dag.training.config import PretrainConfig, StageConfig
+
+__all__ = [
+    "ASSET_SETTINGS", "AlignConfig", "BenchConfig", "CorporaConfig", "ExportConfig", "KDConfig",
+    "PretrainConfig", "Profile", "ProfileError", "Settings", "ShardsConfig", "StageConfig",
+]  # fmt: skip
+
+# What each asset reads of the recipe (dotted paths; a section name means all of it). An
+# asset's artifact version hashes exactly these, and `Profile.settings(asset)` refuses to hand
+# the asset anything else, so a setting can never change a build without changing its version.
+# Judging settings (align.gate_min_gain) are left out on purpose: they re-judge, not rebuild.
+ASSET_SETTINGS: dict[str, tuple[str, ...]] = {
+    "filtered_corpora": ("corpora", "threads"),
+    "tokenized_shards": ("shards",),
+    "pretrained_draft": ("pretrain", "threads"),
+    "synthetic_kd_dataset": ("kd", "bench.prompt_files", "threads"),
+    "aligned_draft": (
+        "align.stage", "align.max_len", "align.val_fraction", "align.drop_truncated",
+        "align.pretrain_mix", "align.on_policy", "align.on_policy_fraction",
+        "align.on_policy_temperature", "kd.max_new_tokens", "kd.batch_size", "pretrain.seed",
+        "pretrain.dtype", "threads",
+    ),
+    "openvino_ir": ("export", "bench.reference_draft", "bench.sd_draft_format"),
+    "benchmark_tables": ("bench", "export.draft_formats", "export.target_format", "threads"),
+}  # fmt: skip
+JUDGING = {"align.gate_min_gain"}
+
+
+class Settings:
+    """A read-only view of the settings one asset declared; anything else is an error."""
+
+    def __init__(self, value: Any, asset: str, allowed: tuple[str, ...], path: str = "") -> None:
+        self._value, self._asset, self._allowed, self._path = value, asset, allowed, path
+
+    def __getattr__(self, name: str) -> Any:
+        full = f"{self._path}.{name}" if self._path else name
+        value = getattr(self._value, name)
+        if full in self._allowed or full in JUDGING:
+            return value
+        if any(a.startswith(full + ".") for a in self._allowed):
+            return Settings(value, self._asset, self._allowed, full)
+        raise AttributeError(
+            f"{self._asset} reads setting {full!r} but does not declare it in "
+            "config.schema.ASSET_SETTINGS: its artifact version would not change with it"
+        )
+
+
+def _plain(value: Any) -> Any:
+    return asdict(value) if is_dataclass(value) else value
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    target: str
+    target_revision: str
+    corpora: CorporaConfig
+    shards: ShardsConfig
+    pretrain: PretrainConfig
+    kd: KDConfig
+    align: AlignConfig
+    export: ExportConfig
+    bench: BenchConfig
+    threads: int = 2
+
+    def settings(self, asset: str) -> Settings:
+        """What `asset` may read of this recipe (see ASSET_SETTINGS)."""
+        return Settings(self, asset, ASSET_SETTINGS[asset])
+
+    def version_config(self, asset: str) -> dict[str, Any]:
+        """Every setting `asset` reads, as plain data: what its artifact version hashes."""
+        out: dict[str, Any] = {}
+        for path in ASSET_SETTINGS[asset]:
+            value: Any = self
+            for part in path.split("."):
+                value = getattr(value, part)
+            out[path] = _plain(value)
+        return out
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section as plain data: what goes into a manifest and an artifact version."""
+        return asdict(getattr(self, name))
+
+    def validate(self) -> Profile:
+        for stage in (*self.pretrain.stages, self.align.stage):
+            if stage.steps <= 0 or stage.batch_size <= 0 or stage.lr <= 0:
+                raise ProfileError(
+                    f"profile {self.name!r}: stage {stage.name!r} needs positive steps, batch_size, lr"
+                )
+            unknown = set(stage.mix) - {"text", "code"}
+            if unknown:
+                raise ProfileError(
+                    f"profile {self.name!r}: stage {stage.name!r} mixes unknown domains {sorted(unknown)}"
+                )
+        mix = self.shards.mix
+        if mix is not None and (set(mix) - {"text", "code"} or abs(sum(mix.values()) - 1) > 1e-6):
+            raise ProfileError(
+                f"profile {self.name!r}: shards.mix {mix} must give text/code fractions summing to 1"
+            )
+        if (mix is None) != (self.shards.max_train_tokens is None):
+            raise ProfileError(
+                f"profile {self.name!r}: shards.mix and shards.max_train_tokens go together"
+            )
+        if not 0 < self.shards.val_fraction < 0.5:
+            raise ProfileError(f"profile {self.name!r}: shards.val_fraction must be in (0, 0.5)")
+        if not self.bench.sd_ks or min(self.bench.sd_ks) < 1:
+            raise ProfileError(
+                f"profile {self.name!r}: bench.sd_ks {self.bench.sd_ks} must be non-empty, each >= 1"
+            )
+        if self.bench.sd_draft_format not in self.export.draft_formats:
+            raise ProfileError(
+                f"profile {self.name!r}: bench.sd_draft_format {self.bench.sd_draft_format!r} is not exported"
+            )
+        if (
+            self.pretrain.draft.max_position_embeddings
+            and self.shards.seq_len > self.pretrain.draft.max_position_embeddings
+        ):
+            raise ProfileError(
+                f"profile {self.name!r}: shards.seq_len exceeds the draft's max positions"
+            )
+        return self

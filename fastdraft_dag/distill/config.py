@@ -1,0 +1,77 @@
+"""Settings of distillation: the KD dataset and the alignment stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastdraft_dag.core.errors import ConfigError as ProfileError
+from fastdraft_dag.distill.prompt_sources import PromptSource
+from fastdraft_dag.training.config import StageConfig
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    n_instruction: int = 400
+    n_code: int = 200
+    max_new_tokens: int = 128
+    batch_size: int = 8  # sequences in flight (openvino) or per static batch (torch)
+    # {temperature: weight}: each prompt is answered at one temperature drawn by a hash of its
+    # id; 0 is greedy. The paper samples at 0.6 / 0.8 / 1.0.
+    temperatures: dict[float, float] = field(default_factory=lambda: {0.0: 1.0})
+    # "openvino": continuous batching over the target as an fp32 IR (several times faster on
+    # CPU, `make bench-kd`); "torch": `generate` in static batches (the only one for Gaudi/CUDA).
+    backend: str = "openvino"
+    keep_truncated: bool = False  # answers cut at max_new_tokens are dropped and counted
+    dtype: str = "auto"  # torch backend: bf16 only where the CPU has native bf16 (else ~2x slower)
+    seed: int = 0
+    max_prompt_chars: int = 2000  # longer prompts are dropped and counted
+    # Extra prompt sources (mappings or PromptSource; see prompt_sources.py): user JSONL files
+    # and `datasets` loaders, deduplicated with the built-in prompts and checked for overlap
+    # with every evaluation text (an overlap fails synthetic_kd_dataset).
+    prompt_sources: tuple[PromptSource, ...] = ()
+
+    def __post_init__(self) -> None:
+        parsed = tuple(
+            PromptSource.parse(s, f"kd.prompt_sources[{i}]")
+            for i, s in enumerate(self.prompt_sources)
+        )
+        object.__setattr__(self, "prompt_sources", parsed)
+        if self.max_prompt_chars <= 0:
+            raise ProfileError(f"kd.max_prompt_chars: {self.max_prompt_chars}, expected > 0")
+        if self.backend not in ("openvino", "torch"):
+            raise ProfileError(f"kd.backend {self.backend!r}: expected 'openvino' or 'torch'")
+        temps = self.temperatures
+        if not temps or any(t < 0 or w < 0 for t, w in temps.items()) or sum(temps.values()) <= 0:
+            raise ProfileError(f"kd.temperatures {temps}: need temperatures >= 0, weights > 0")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    stage: StageConfig
+    max_len: int = 512
+    val_fraction: float = 0.05
+    # An answer cut at max_new_tokens is still the target's distribution (it only lacks the
+    # end-of-turn label, which kd.encode_row leaves off): keep it unless asked otherwise.
+    drop_truncated: bool = False
+    # Fraction of each alignment batch drawn from the pre-training shards (tokenized_shards,
+    # domains by stage.mix), to keep the draft's general text ability while it is fine-tuned.
+    pretrain_mix: float = 0.0
+    # On-policy distillation (on_policy.py, the simplest DistillSpec): the pretrained draft
+    # samples answers to the KD train prompts, the target labels each position with its argmax.
+    # `on_policy_fraction` of the non-pretraining rows are on-policy, the rest target-written.
+    on_policy: bool = False
+    on_policy_fraction: float = 1.0
+    on_policy_temperature: float = 1.0
+    # The gate (aligned_beats_pretrained) passes when held-out greedy acceptance rises by more
+    # than this. Not part of the artifact version: changing it re-judges, it does not retrain.
+    gate_min_gain: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.pretrain_mix < 1.0:
+            raise ProfileError(f"align.pretrain_mix: {self.pretrain_mix}, expected in [0, 1)")
+        if not 0.0 < self.on_policy_fraction <= 1.0:
+            raise ProfileError(
+                f"align.on_policy_fraction: {self.on_policy_fraction}, expected in (0, 1]"
+            )
+        if self.on_policy_temperature < 0:
+            raise ProfileError(f"align.on_policy_temperature: {self.on_policy_temperature} < 0")

@@ -1,0 +1,130 @@
+"""`TrainSpec`: the one description of a training run, built here and nowhere else.
+
+The assets (through the HPU training resource) write it as JSON; `python -m
+fastdraft_dag.training.run` reads it back with `TrainSpec.from_dict`, which refuses unknown keys:
+a typo ('warmup': 20) must never silently train with a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from fastdraft_dag.training.config import StageConfig
+from fastdraft_dag.training.errors import TrainingError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage as the trainer runs it; field names are the JSON keys."""
+
+    name: str
+    data: dict
+    steps: int = 100
+    batch_size: int = 8  # global rows per micro-batch, split over the processes
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 0  # 0: evaluate only at the end of the stage
+    eval_batches: int = 4
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Stage:
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TrainingError(f"stage {raw.get('name')!r}: unknown keys {unknown}")
+        if "name" not in raw or "data" not in raw:
+            raise TrainingError(f"stage {raw!r}: 'name' and 'data' are required")
+        stage = cls(**raw)
+        if stage.steps <= 0 or stage.batch_size <= 0 or stage.grad_accum <= 0:
+            raise TrainingError(f"stage {stage.name!r}: steps, batch_size, grad_accum must be > 0")
+        return stage
+
+    @classmethod
+    def from_config(cls, cfg: StageConfig, data: dict[str, Any]) -> Stage:
+        """A recipe stage on concrete data; `min_lr` defaults to a tenth of `lr`."""
+        return cls(
+            name=cfg.name,
+            data=data,
+            steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            grad_accum=cfg.grad_accum,
+            lr=cfg.lr,
+            min_lr=cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10,
+            warmup_steps=cfg.warmup_steps,
+            weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip,
+            eval_every=cfg.eval_every,
+            eval_batches=cfg.eval_batches,
+        )
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What to train (`init_dir`, `stages`), where to write it, and how to run it."""
+
+    init_dir: str
+    out_dir: str
+    stages: tuple[Stage, ...]
+    seed: int = 0
+    dtype: str = "bf16"
+    # Run-time settings owned by the training resource; they do not change what is learned.
+    backend: str = "auto"
+    threads: int = 2
+    checkpoint_every: int = 0  # steps; 0: only at stage ends and on SIGTERM/SIGINT
+    checkpoint_dir: str = ""  # default: <out_dir>/_checkpoints
+    keep_checkpoints: int = 2
+    fused_loss: bool = True
+    compile: bool | str = False  # torch.compile the decoder: true (inductor) or a backend name
+    peak_flops: float = 0.0  # per device; 0: datasheet figure or measured (throughput.py)
+    explode_factor: float = 3.0  # stop when loss > factor x ln(vocab); 0 disables
+    zero_stage: int = 2  # DeepSpeed ZeRO-1/2 (hpu backend, more than one device; 0: plain DDP)
+    extra: dict[str, Any] = field(default_factory=dict)  # options of a draft architecture
+
+    def __post_init__(self) -> None:
+        if not self.init_dir or not self.out_dir or not self.stages:
+            raise TrainingError("spec: 'init_dir', 'out_dir' and 'stages' are required")
+        if self.dtype not in ("bf16", "fp32"):
+            raise TrainingError(f"spec: dtype {self.dtype!r}, expected 'bf16' or 'fp32'")
+        if self.zero_stage not in (0, 1, 2):
+            raise TrainingError(f"spec: zero_stage {self.zero_stage!r}, expected 0, 1 or 2")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainSpec:
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TrainingError(f"spec: unknown keys {unknown}")
+        for key in ("init_dir", "out_dir", "stages"):
+            if not raw.get(key):
+                raise TrainingError(f"spec: {key!r} is required")
+        stages = tuple(Stage.from_dict(dict(s)) for s in raw["stages"])
+        return cls(**{**raw, "stages": stages})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_runtime(self, **settings: Any) -> TrainSpec:
+        return replace(self, **settings)
+
+
+def build_spec(
+    init_dir: str,
+    out_dir: str,
+    stages: list[tuple[StageConfig, dict[str, Any]]],
+    *,
+    seed: int,
+    dtype: str,
+    threads: int = 2,
+) -> TrainSpec:
+    """The run a recipe asks for: each recipe stage on its data, with the recipe's seed/dtype."""
+    return TrainSpec(
+        init_dir=str(init_dir),
+        out_dir=str(out_dir),
+        stages=tuple(Stage.from_config(cfg, data) for cfg, data in stages),
+        seed=seed,
+        dtype=dtype,
+        threads=threads,
+    )
