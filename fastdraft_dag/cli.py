@@ -50,7 +50,7 @@ def materialize_all(
     import dagster as dg
 
     from fastdraft_dag.assets.automation import ensure_default_target, stale_asset_keys
-    from fastdraft_dag.assets.common import TARGETS
+    from fastdraft_dag.assets.partitions import TARGETS
     from fastdraft_dag.definitions import build_defs
 
     defs = build_defs(profile, root, target)
@@ -132,7 +132,7 @@ def print_report(profile: str, root: str, target: str = "", partition: str = "")
 
 def targets_command(args: argparse.Namespace) -> int:
     from fastdraft_dag.assets.automation import register_targets
-    from fastdraft_dag.assets.common import TARGETS
+    from fastdraft_dag.assets.partitions import TARGETS
     from fastdraft_dag.reporting.tables import md_table
     from fastdraft_dag.resources.pipeline import FastDraftPipeline
     from fastdraft_dag.targets.registry import TargetRegistryError, TargetSpec

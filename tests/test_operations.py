@@ -15,7 +15,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from fastdraft_dag.assets.automation import (
     TARGET_CHAIN,
@@ -25,6 +24,7 @@ from fastdraft_dag.assets.automation import (
     stale_asset_keys,
     validate_cron,
 )
+from fastdraft_dag.assets.dagster_internals import DATA_VERSION_TAG
 from fastdraft_dag.definitions import build_defs
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.targets.registry import TargetRegistry, TargetRegistryError, TargetSpec

@@ -395,7 +395,9 @@ def test_two_processes_match_one(workspace: dict[str, Path], reference: Path, tm
 
     @dg.asset
     def ddp_draft(context, trainer: HPUTrainingResource) -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata=trainer.train(context, spec, tmp_path / "work"))
+        return dg.MaterializeResult(
+            metadata=trainer.train(context, TrainSpec.from_dict(spec), tmp_path / "work")
+        )
 
     instance = dg.DagsterInstance.ephemeral()
     res = HPUTrainingResource(backend="cpu", num_devices=2, threads=2, checkpoint_every=6)
@@ -531,7 +533,7 @@ def test_resource_trains_through_pipes_in_materialize(
 
     @dg.asset
     def tiny_draft(context, trainer: HPUTrainingResource) -> dg.MaterializeResult:
-        metrics = trainer.train(context, spec, tmp_path / "work")
+        metrics = trainer.train(context, TrainSpec.from_dict(spec), tmp_path / "work")
         return dg.MaterializeResult(metadata={"val_loss": metrics["val_loss"]})
 
     instance = dg.DagsterInstance.ephemeral()

@@ -3,12 +3,12 @@
 import dagster as dg
 
 from fastdraft_dag.assets.common import (
-    TARGETS,
     build_artifact,
     result,
     tokenizer_check,
     tokenizer_check_spec,
 )
+from fastdraft_dag.assets.partitions import TARGETS
 from fastdraft_dag.distill.align import AlignJob, align_draft
 from fastdraft_dag.distill.gate import gate, gate_table
 from fastdraft_dag.distill.kd_dataset import (

@@ -23,11 +23,15 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import dagster as dg
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._utils.schedules import is_valid_cron_string
 
-from fastdraft_dag.assets.common import TARGETS
+from fastdraft_dag.assets.dagster_internals import (
+    AssetGraphView,
+    CachingStaleStatusResolver,
+    StaleStatus,
+    TemporalContext,
+    is_valid_cron_string,
+)
+from fastdraft_dag.assets.partitions import TARGETS
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.targets.registry import TargetRegistry, TargetRegistryError, TargetSpec
 from fastdraft_dag.targets.resolve import TargetError, check_target

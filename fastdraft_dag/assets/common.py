@@ -15,10 +15,6 @@ from fastdraft_dag.core.tokenizers import tokenizer_differences
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.artifacts import Artifact
 
-# One partition per registered target (key = target_key(name); see target_registry.py). Every
-# asset downstream of the target is partitioned by it; filtered_corpora is shared by all.
-TARGETS = dg.DynamicPartitionsDefinition(name="targets")
-
 
 def build_artifact(
     context: dg.AssetExecutionContext,

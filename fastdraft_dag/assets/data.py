@@ -6,12 +6,12 @@ import os
 import dagster as dg
 
 from fastdraft_dag.assets.common import (
-    TARGETS,
     build_artifact,
     result,
     tokenizer_check,
     tokenizer_check_spec,
 )
+from fastdraft_dag.assets.partitions import TARGETS
 from fastdraft_dag.core.shards import ShardChecksumError, verify_shards
 from fastdraft_dag.data.corpus import CorpusOptions, build_corpus
 from fastdraft_dag.data.packing import tokenize_and_pack
@@ -33,9 +33,10 @@ SHARED = "shared"
 def filtered_corpora(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline
 ) -> dg.MaterializeResult:
-    cfg = pipeline.profile.corpora
+    settings = pipeline.profile.settings("filtered_corpora")
+    cfg = settings.corpora
     options = CorpusOptions(
-        workers=pipeline.profile.threads or os.cpu_count() or 1,
+        workers=settings.threads or os.cpu_count() or 1,
         files_per_unit=cfg.files_per_unit,
         filters=cfg.filters,
         dedup=cfg.dedup,
@@ -56,7 +57,7 @@ def filtered_corpora(
         context,
         pipeline,
         SHARED,
-        config=pipeline.profile.section("corpora"),
+        config=pipeline.profile.version_config("filtered_corpora"),
         inputs={},
         build=build,
         resumable=True,
@@ -107,7 +108,7 @@ def tokenized_shards(
 ) -> dg.MaterializeResult:
     target = pipeline.resolve_target(context.partition_key)
     corpora = pipeline.store.latest("filtered_corpora", SHARED)
-    cfg = pipeline.profile.shards
+    cfg = pipeline.profile.settings("tokenized_shards").shards
 
     def build(out):
         index = tokenize_and_pack(
@@ -129,7 +130,7 @@ def tokenized_shards(
         context,
         pipeline,
         target.key,
-        config=pipeline.profile.section("shards"),
+        config=pipeline.profile.version_config("tokenized_shards"),
         inputs={"filtered_corpora": corpora.data_version, "target_model": target.revision},
         build=build,
     )

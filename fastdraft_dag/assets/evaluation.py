@@ -9,7 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from fastdraft_dag.assets.common import TARGETS, build_artifact, result
+from fastdraft_dag.assets.common import build_artifact, result
+from fastdraft_dag.assets.partitions import TARGETS
 from fastdraft_dag.evaluation.offline import TORCH_FP32, evaluate_offline
 from fastdraft_dag.evaluation.quality import acceptance_regressions, quantized_acceptance_losses
 from fastdraft_dag.evaluation.results import bench_prompt_set, wallclock_db_rows, write_release

@@ -3,7 +3,8 @@
 import dagster as dg
 from transformers import AutoTokenizer
 
-from fastdraft_dag.assets.common import TARGETS, build_artifact, result
+from fastdraft_dag.assets.common import build_artifact, result
+from fastdraft_dag.assets.partitions import TARGETS
 from fastdraft_dag.evaluation.offline import check_same_tokenizer
 from fastdraft_dag.openvino.export import check_ir_logits, export_ir
 from fastdraft_dag.reporting.tables import md_table

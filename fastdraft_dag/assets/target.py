@@ -4,9 +4,8 @@ import dagster as dg
 
 # The tag Dagster reads an observation's data version from (what DataVersionsByPartition writes);
 # written by hand here so each partition's observation also carries its metadata.
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
-
-from fastdraft_dag.assets.common import TARGETS
+from fastdraft_dag.assets.dagster_internals import DATA_VERSION_TAG
+from fastdraft_dag.assets.partitions import TARGETS
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.targets.resolve import TargetError, observe_revision
 

@@ -3,12 +3,12 @@
 import dagster as dg
 
 from fastdraft_dag.assets.common import (
-    TARGETS,
     build_artifact,
     result,
     tokenizer_check,
     tokenizer_check_spec,
 )
+from fastdraft_dag.assets.partitions import TARGETS
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.training.pretrain import check_draft, pretrain_draft

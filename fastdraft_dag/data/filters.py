@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastdraft_dag.data.dedup import dup_ngram_frac, shingle_hashes
+
 DOMAINS = ("text", "code", "any")
 
 
@@ -203,8 +205,6 @@ def first_failing(
     """
     import duckdb
     import pyarrow as pa
-
-    from fastdraft_dag.data.dedup import dup_ngram_frac, shingle_hashes
 
     config = config or FilterConfig()
     table = pa.Table.from_pylist(

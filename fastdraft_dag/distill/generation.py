@@ -38,6 +38,7 @@ from fastdraft_dag.distill.kd_rows import (
     row_id,
     tokenizer_roundtrips,
 )
+from fastdraft_dag.openvino.export import export_ir
 from fastdraft_dag.prompts.render import encode_prompt, template_name
 
 CHUNK_BATCHES = 4  # a chunk (one flush, one resume point) holds this many batches of prompts
@@ -223,8 +224,6 @@ def kd_target_ir(target_dir: Path, ir_dir: Path, backend: str) -> Path | None:
     if backend != "openvino":
         return None
     if not (Path(ir_dir) / "openvino_model.xml").is_file():
-        from fastdraft_dag.openvino.export import export_ir
-
         export_ir(target_dir, ir_dir, "fp32")
     return Path(ir_dir)
 

@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.openvino.ir_scoring import IRScorer
+
 WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
 INT4_GROUP_SIZE = 64
 
@@ -97,7 +99,6 @@ def export_ir(model_dir: Path, out_dir: Path, weight_format: str) -> dict:
 
 def _ir_last_logits(ir_dir: Path, prompt_ids: list[int]) -> Any:
     """Last-position logits of the IR, compiled with the f32 hint so precision is the weights'."""
-    from fastdraft_dag.openvino.ir_scoring import IRScorer
 
     return IRScorer(ir_dir).logits(prompt_ids)[-1]
 

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.sources.specs import iter_source
+
 EVAL_FAMILIES = ("code", "instructions", "summarization", "text_completion")
 TEXT_COMPLETION_SOURCES = ("wikipedia", "shakespeare", "kjv_bible")
 SUMMARIZE_TEMPLATE = "Summarize the following news article in two sentences:\n\n{article}"
@@ -122,7 +124,6 @@ def _summarization_eval() -> list[dict[str, Any]]:
 
 def heldout_docs(per_source: int = HELDOUT_DOCS_PER_SOURCE) -> Iterator[dict[str, Any]]:
     """Held-out prose documents; imported lazily so this module works without sources.py."""
-    from fastdraft_dag.sources.specs import iter_source
 
     for name in TEXT_COMPLETION_SOURCES:
         yield from iter_source(name, split="heldout", max_docs=per_source)
@@ -138,7 +139,6 @@ def _text_completion_eval(n: int) -> list[dict[str, Any]]:
 
 
 def _iter_completion(source: str, n: int) -> Iterator[dict[str, Any]]:
-    from fastdraft_dag.sources.specs import iter_source
 
     count = 0
     for doc in iter_source(source, split="heldout"):

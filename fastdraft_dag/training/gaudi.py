@@ -26,6 +26,7 @@ import torch
 
 from fastdraft_dag.training.data import Data, open_data
 from fastdraft_dag.training.errors import TrainingError
+from fastdraft_dag.training.model_io import check_fits, save_draft
 from fastdraft_dag.training.telemetry import Log, Report
 from fastdraft_dag.training.throughput import DECLARED_PEAK, flops_per_step, mfu
 
@@ -195,8 +196,6 @@ def _peak(spec: dict[str, Any]) -> float:
 def train_gaudi(spec: dict[str, Any], stages: list[Any], log: Log, report: Report) -> dict:
     """All stages with GaudiTrainer; saves the draft + metrics.json like `trainer.train`."""
     from transformers import AutoModelForCausalLM
-
-    from fastdraft_dag.training.model_io import check_fits, save_draft
 
     datas = [open_data(s.data) for s in stages]  # checksums before anything is loaded
     habana = _habana()

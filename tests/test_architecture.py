@@ -1,0 +1,156 @@
+"""The layout's rules (docs/architecture.md), checked by reading every module's imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "fastdraft_dag"
+
+# A package may import its own modules and packages of a lower layer, never a higher one; the
+# stages (layer 3) never import each other: what two stages share lives in a lower layer.
+LAYERS = {
+    "core": 0, "storage": 0, "reporting": 0, "sources": 0,
+    "targets": 1, "prompts": 1, "draft": 1,
+    "training": 2, "openvino": 2,
+    "data": 3, "distill": 3, "evaluation": 3,
+    "config": 4,
+    "resources": 5, "assets": 6,
+    "definitions": 7, "cli": 8,
+}  # fmt: skip
+STAGES = {"data", "distill", "evaluation"}
+DAGSTER_LAYER = {"assets", "resources", "definitions", "cli"}
+# Function-local imports of the project's own modules, each with its reason.
+LAZY_ALLOWED = {
+    ("cli", "assets"), ("cli", "definitions"), ("cli", "config"), ("cli", "reporting"),
+    ("cli", "storage"), ("cli", "targets"), ("cli", "resources"),  # `fastdraft --help` stays fast
+    ("training", "training.gaudi"),  # optional Gaudi backend: optimum-habana only on Gaudi
+}  # fmt: skip
+
+
+def modules() -> dict[str, ast.Module]:
+    out = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).with_suffix("")
+        name = ".".join(p for p in rel.parts if p != "__init__")
+        out[name or "__init__"] = ast.parse(path.read_text(), str(path))
+    return out
+
+
+def imports(tree: ast.Module) -> list[tuple[str, bool]]:
+    """(imported module, at module level?) for every import in the file."""
+    top = {id(n) for n in tree.body}
+    top |= {id(n) for node in tree.body if isinstance(node, ast.If) for n in node.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, id(node) in top) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # `from a.b import c`: c may be a module (a.b.c) or a name in a.b; keep both forms.
+            found += [(f"{node.module}.{a.name}", id(node) in top) for a in node.names]
+    return found
+
+
+def own(name: str) -> str | None:
+    return name.removeprefix("fastdraft_dag.") if name.startswith("fastdraft_dag.") else None
+
+
+def package(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_every_package_has_a_layer() -> None:
+    assert {package(m) for m in modules()} - {"__init__"} == set(LAYERS)
+
+
+def test_imports_only_go_down_and_stages_never_import_each_other() -> None:
+    bad = []
+    for mod, tree in modules().items():
+        src = package(mod)
+        for name, _ in imports(tree):
+            dst = own(name)
+            if dst is None or package(dst) == src or src == "__init__":
+                continue
+            if src in STAGES and package(dst) in STAGES:
+                bad.append(f"{mod} -> {dst} (stage imports stage)")
+            elif LAYERS[package(dst)] >= LAYERS[src]:
+                bad.append(
+                    f"{mod} -> {dst} (layer {LAYERS[src]} imports layer {LAYERS[package(dst)]})"
+                )
+    assert not bad, "\n".join(bad)
+
+
+def test_only_the_dagster_layer_imports_dagster() -> None:
+    bad = []
+    for mod, tree in modules().items():
+        for name, _ in imports(tree):
+            root = name.split(".")[0]
+            if root == "dagster_pipes" and mod != "training.run":
+                bad.append(f"{mod} imports dagster_pipes (only the trainer's entry point may)")
+            if (
+                root.startswith("dagster")
+                and root != "dagster_pipes"
+                and package(mod) not in DAGSTER_LAYER
+            ):
+                bad.append(f"{mod} imports {name}")
+            if name.startswith("dagster._") and mod != "assets.dagster_internals":
+                bad.append(f"{mod} imports the private {name} (use assets/dagster_internals.py)")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_function_local_imports_of_own_modules() -> None:
+    bad = []
+    for mod, tree in modules().items():
+        for name, at_top in imports(tree):
+            dst = own(name)
+            if dst is None or at_top:
+                continue
+            if any(
+                package(mod) == src and (dst == allowed or dst.startswith(allowed + "."))
+                for src, allowed in LAZY_ALLOWED
+            ):
+                continue
+            bad.append(f"{mod} imports {dst} inside a function")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles() -> None:
+    mods = modules()
+
+    def target(name: str) -> str | None:
+        dst = own(name)
+        if dst is None:
+            return None
+        return dst if dst in mods else dst.rsplit(".", 1)[0] if "." in dst else None
+
+    graph = {
+        m: {d for n, _ in imports(t) if (d := target(n)) and d in mods and d != m}
+        for m, t in mods.items()
+    }
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, path: list[str]) -> bool:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                cycle.extend([*path, m, d])
+                return True
+            if d not in state and visit(d, [*path, m]):
+                return True
+        state[m] = 2
+        return False
+
+    for m in sorted(graph):
+        if m not in state and visit(m, []):
+            break
+    assert not cycle, " -> ".join(cycle)
+
+
+def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
+    """The checks above are not vacuous: a stage importing a stage is found."""
+    tree = ast.parse("from fastdraft_dag.evaluation.metrics import tau\nimport dagster\n")
+    found = imports(tree)
+    assert ("fastdraft_dag.evaluation.metrics.tau", True) in found and ("dagster", True) in found
+    lazy = ast.parse("def f():\n    from fastdraft_dag.data import corpus\n")
+    assert imports(lazy) == [("fastdraft_dag.data.corpus", False)]
