@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.models import load_fp32_model
 from fastdraft_dag.distill.kd_rows import IGNORE, encode_row, end_of_turn_ids, is_val
 
 
@@ -63,13 +64,6 @@ def encode_held_out(
         if positions:
             out.append((r["task"], ids, positions))
     return out
-
-
-def _load_fp32(model_dir: Path) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 
 def greedy_next(
@@ -147,8 +141,10 @@ def held_out_acceptance(
     if threads:
         torch.set_num_threads(threads)
     encoded = encode_held_out(rows, target_dir, max_len)
-    reference = target_argmax(_load_fp32(target_dir), encoded)
-    return {name: acceptance(_load_fp32(d), encoded, reference) for name, d in draft_dirs.items()}
+    reference = target_argmax(load_fp32_model(target_dir), encoded)
+    return {
+        name: acceptance(load_fp32_model(d), encoded, reference) for name, d in draft_dirs.items()
+    }
 
 
 def gate_table(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

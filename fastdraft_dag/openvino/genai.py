@@ -88,18 +88,32 @@ def make_pipeline(
     return ov_genai.LLMPipeline(str(target_ir), device, **props)
 
 
-def greedy_config(pipe: Any, max_new_tokens: int, k: int | None, ngram: int | None = None) -> Any:
+def greedy_config(
+    pipe: Any,
+    max_new_tokens: int,
+    k: int | None,
+    ngram: int | None = None,
+    confidence_threshold: float | None = None,
+) -> Any:
     """Greedy config derived from the pipeline's own (a bare GenerationConfig has no EOS).
 
     ``apply_chat_template`` is off because the ids are already rendered; ``k`` sets the draft
-    tokens per step (SD and prompt lookup), ``ngram`` the prompt-lookup n-gram size.
+    tokens per step (SD and prompt lookup), ``ngram`` the prompt-lookup n-gram size, and
+    ``confidence_threshold`` SD's dynamic draft length. openvino_genai refuses a threshold next
+    to a fixed k, so exactly one of the two is set and the other cleared.
     """
+    if k is not None and confidence_threshold is not None:
+        raise ValueError("a fixed k and a confidence threshold are mutually exclusive")
     config = pipe.get_generation_config()
     config.max_new_tokens = max_new_tokens
     config.do_sample = False
     config.apply_chat_template = False
     if k is not None:
+        config.assistant_confidence_threshold = 0.0
         config.num_assistant_tokens = k
+    if confidence_threshold is not None:
+        config.num_assistant_tokens = 0
+        config.assistant_confidence_threshold = float(confidence_threshold)
     if ngram is not None:
         config.max_ngram_size = ngram
     return config
