@@ -18,13 +18,17 @@ from safetensors.torch import load_file, save_file
 from training_fixtures import write_sft, write_shards
 
 from fastdraft_dag.distill import gate as G
+from fastdraft_dag.distill.align import AlignJob, align_draft
+from fastdraft_dag.distill.config import AlignConfig
 from fastdraft_dag.distill.kd_rows import IGNORE, build_sft_arrays, save_sft_npz
 from fastdraft_dag.distill.on_policy import build_on_policy_arrays
 from fastdraft_dag.draft.config import DraftSize, init_draft
 from fastdraft_dag.prompts.render import encode_prompt
 from fastdraft_dag.reporting.plots import loss_curve_plot, markdown_image, train_log_rows
 from fastdraft_dag.training import trainer
+from fastdraft_dag.training.config import PretrainConfig, StageConfig
 from fastdraft_dag.training.data import DataError, MixedData, SftData, local_slice, open_data
+from fastdraft_dag.training.pretrain import pretrain_draft
 
 VOCAB = 512
 SIZE = DraftSize(64, 2, 4, 2, 128, max_position_embeddings=128)
@@ -355,3 +359,43 @@ def test_contaminated_user_prompts_fail_the_kd_asset_at_once(
     assert "u-planted" in message and question["id"] in message
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert not list((root / "synthetic_kd_dataset").rglob("kd.jsonl")), "it generated anyway"
+
+
+# ----------------------------------------------------------------------------- runners, no Dagster
+
+
+def _in_process(spec, work: Path) -> dict:
+    spec = spec.with_runtime(backend="cpu", threads=1)
+    return trainer.train(spec, log=lambda m: None, report=lambda p: None)
+
+
+def test_pretrain_runner_trains_every_recipe_stage(world: dict, tmp_path: Path) -> None:
+    cfg = PretrainConfig(
+        draft=SIZE,
+        stages=(StageConfig("pretrain", steps=4, batch_size=4, lr=3e-3, warmup_steps=1),
+                StageConfig("continued", steps=3, batch_size=4, lr=1e-3, mix={"code": 1.0},
+                            warmup_steps=1)),
+        dtype="fp32", init_embeddings="random",
+    )  # fmt: skip
+    out = tmp_path / "pretrained"
+    result = pretrain_draft(
+        world["root"] / "tok", "word-target", world["shards"], "v1", cfg, 1, out, _in_process
+    )
+    assert [s["name"] for s in result.metrics["stages"]] == ["pretrain", "continued"]
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert not (out / "_init").exists() and not (out / "_checkpoints").exists()
+
+
+def test_align_runner_builds_a_gated_draft_without_dagster(world: dict, tmp_path: Path) -> None:
+    kd_dir = tmp_path / "kd"
+    kd_dir.mkdir()
+    (kd_dir / "kd.jsonl").write_text("".join(json.dumps(r) + "\n" for r in world["rows"]))
+    stage = StageConfig("align", steps=40, batch_size=8, lr=3e-3, warmup_steps=2, eval_batches=1)
+    job = AlignJob(AlignConfig(stage, max_len=64, val_fraction=0.25), 16, 4, 0, "fp32", 1)
+    out = tmp_path / "aligned"
+    metrics = align_draft(world["target"], "word-target", world["pretrained"], kd_dir, None,
+                          {"pretrained_draft": "p"}, job, out, _in_process, log=lambda m: None)  # fmt: skip
+    gate = metrics["gate"]
+    assert gate["aligned"]["overall"] > gate["pretrained"]["overall"]
+    assert metrics["data_parts"] == [{"name": "kd", "kind": "sft", "weight": 1.0}]
+    assert (out / "model.safetensors").is_file() and not (out / "_work").exists()

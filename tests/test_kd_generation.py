@@ -14,7 +14,9 @@ import pytest
 
 from fastdraft_dag.distill import backends as kd_backends
 from fastdraft_dag.distill import generation as kd_generation
+from fastdraft_dag.distill.config import KDConfig
 from fastdraft_dag.distill.generation import generate_responses
+from fastdraft_dag.distill.kd_dataset import build_kd_dataset, task_totals
 
 PROMPTS = [
     {"id": f"p{i}", "task": "instructions", "prompt": text, "chat": True}
@@ -148,7 +150,9 @@ def test_failed_rows_are_counted_not_remembered(
 
 KILL_SCRIPT = """
 import sys
+from fastdraft_dag.distill.config import KDConfig
 from fastdraft_dag.distill.generation import generate_responses
+from fastdraft_dag.distill.kd_dataset import build_kd_dataset, task_totals
 prompts = [{"id": f"q{i}", "task": "instructions", "prompt": f"Tell me fact number {i}.", "chat": True}
            for i in range(int(sys.argv[3]))]
 generate_responses(sys.argv[1], prompts, sys.argv[2], max_new_tokens=24, batch_size=1,
@@ -237,3 +241,15 @@ def test_resolve_dtype() -> None:
     assert kd_backends.resolve_dtype("fp32") == "fp32"
     with pytest.raises(ValueError, match="float8"):
         kd_backends.resolve_dtype("float8")
+
+
+def test_kd_dataset_runner_without_dagster(tiny_target_dir: Path, tmp_path: Path) -> None:
+    """The asset's runner: disjoint prompts fitted to the target, answered, counted per task."""
+    cfg = KDConfig(n_instruction=2, n_code=2, max_new_tokens=4, batch_size=2, backend="torch",
+                   keep_truncated=True, temperatures={1.0: 1.0}, dtype="fp32")  # fmt: skip
+    metrics = build_kd_dataset(tiny_target_dir, "tiny", cfg, (), 1, tmp_path)
+    rows = _lines(tmp_path / "kd.jsonl")
+    assert metrics["prompts"] == 4 and len(rows) == sum(metrics["by_task"].values())
+    assert set(metrics["by_task"]) <= {"instructions", "code"} and metrics["template"] == "chat"
+    assert sum(t["rows"] for t in task_totals(rows)) == len(rows)
+    assert not (tmp_path / "_target_ir").exists()
