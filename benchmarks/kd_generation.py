@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from fastdraft_dag.distill.generation import generate_responses
+from fastdraft_dag.distill.kd_prompts import kd_prompts
 from fastdraft_dag.openvino.export import export_ir
-from fastdraft_dag.prompts.eval_sets import kd_prompts
 from fastdraft_dag.targets.resolve import EMBEDDED_NAME, resolve_target
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from fastdraft_dag.distill import kd_prompts as K
 from fastdraft_dag.prompts import eval_sets as P
+from fastdraft_dag.prompts import overlap as O
 
 HAVE_SOURCES = importlib.util.find_spec("fastdraft_dag.sources.specs") is not None
 FIELDS = {"id": str, "task": str, "prompt": str, "chat": bool}
@@ -25,7 +27,7 @@ def _check_rows(rows: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def kd_rows() -> list[dict]:
-    return P.kd_prompts(30, 20, seed=0)
+    return K.kd_prompts(30, 20, seed=0)
 
 
 @pytest.mark.parametrize("family", P.EVAL_FAMILIES)
@@ -65,14 +67,14 @@ def test_kd_prompts_deterministic_unique_and_stable_ids(kd_rows: list[dict]) -> 
     assert all(r["chat"] for r in kd_rows)
     assert all(r["id"] == P.kd_id(r["task"], r["prompt"]) for r in kd_rows)
     assert all(len(r["prompt"]) <= 2000 for r in kd_rows)
-    assert P.kd_prompts(30, 20, seed=0) == kd_rows
-    other = P.kd_prompts(30, 0, seed=1)
+    assert K.kd_prompts(30, 20, seed=0) == kd_rows
+    other = K.kd_prompts(30, 0, seed=1)
     assert {r["id"] for r in other} != {r["id"] for r in kd_rows if r["task"] == "instructions"}
 
 
 def test_kd_prompts_disjoint_from_eval(kd_rows: list[dict]) -> None:
     refs = P.eval_reference_rows(include_heldout=HAVE_SOURCES)
-    assert P.overlap_with_eval(kd_rows, refs) == []
+    assert O.overlap_with_eval(kd_rows, refs) == []
 
 
 def test_planted_eval_prompt_is_caught(kd_rows: list[dict]) -> None:
@@ -80,14 +82,14 @@ def test_planted_eval_prompt_is_caught(kd_rows: list[dict]) -> None:
     planted = P.row(
         "kd/instructions/planted", "instructions", "Please: " + question["prompt"], True
     )
-    pairs = P.overlap_with_eval([*kd_rows[:5], planted], P.eval_prompts("instructions", 80))
+    pairs = O.overlap_with_eval([*kd_rows[:5], planted], P.eval_prompts("instructions", 80))
     assert pairs == [("kd/instructions/planted", question["id"])]
 
 
 def test_kd_prompts_remove_overlapping_candidates(kd_rows: list[dict]) -> None:
     victim = kd_rows[0]
     fake_eval = [P.row("eval/fake/0", "instructions", victim["prompt"], True)]
-    rows = P.kd_prompts(30, 0, seed=0, eval_rows=fake_eval)
+    rows = K.kd_prompts(30, 0, seed=0, eval_rows=fake_eval)
     if len(victim["prompt"].split()) >= 13:
         assert victim["id"] not in {r["id"] for r in rows}
     assert len(rows) == 30
@@ -101,14 +103,14 @@ def test_stream_decode_survives_truncation(tmp_path: Path) -> None:
     text = json.dumps(items, indent=2)
     path = tmp_path / "cut.json"
     path.write_text(text[: len(text) * 2 // 3])  # cut mid-element
-    got = list(P.iter_json_array(path, chunk_chars=97))
+    got = list(K.iter_json_array(path, chunk_chars=97))
     assert 20 < len(got) < 50
     assert got == items[: len(got)]
-    assert [t for _, t in P.sharegpt_first_turns(path)][:2] == ["q 0 ][", "q 1 ]["]
+    assert [t for _, t in K.sharegpt_first_turns(path)][:2] == ["q 0 ][", "q 1 ]["]
 
 
 def test_real_sharegpt_file_streams() -> None:
-    first = next(P.sharegpt_first_turns())
+    first = next(K.sharegpt_first_turns())
     assert first[0] and first[1].strip()
 
 

@@ -23,16 +23,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.distill.kd_prompts import kd_prompts_with_stats
 from fastdraft_dag.prompts.eval_sets import (
-    NgramIndex,
     eval_reference_rows,
     kd_id,
-    kd_prompts_with_stats,
     load_prompts_jsonl,
     normalize_key,
     normalize_text,
     row,
 )
+from fastdraft_dag.prompts.overlap import NgramIndex
 from fastdraft_dag.prompts.render import encode_prompt, template_name
 
 SOURCE_KINDS = ("jsonl", "hf")
