@@ -15,6 +15,7 @@ import pytest
 
 from fastdraft_dag.evaluation import metrics
 from fastdraft_dag.evaluation import results as bench_results
+from fastdraft_dag.evaluation.modes import choose_mode
 from fastdraft_dag.evaluation.offline import draft_r, rows_by_task
 from fastdraft_dag.evaluation.quality import quantized_acceptance_losses
 from fastdraft_dag.openvino.ir_scoring import IRScorer, bytes_per_param
@@ -146,7 +147,7 @@ def test_missing_ir_is_named(tiny_target_dir: Path, draft_dir: Path, tmp_path: P
     with pytest.raises(FileNotFoundError, match=str(missing)):
         IRScorer(missing)
     with pytest.raises(FileNotFoundError, match=str(missing)):
-        bench_results.write_release(tmp_path / "release", missing, 3, "card")
+        bench_results.write_release(tmp_path / "release", missing, choose_mode(LIVE), "card")
     assert not (tmp_path / "release").exists()
 
 
@@ -349,28 +350,185 @@ def test_plots_card_and_release(tmp_path: Path) -> None:
     assert sorted(p.name for p in both.values()) == sorted(plots.BENCHMARK_PLOTS.values())
     assert all(p.stat().st_size > 5000 for p in both.values())
 
-    tables = {"offline": offline, "wallclock": LIVE, "best_k": 3, "device": "CPU"}
+    choice = choose_mode(LIVE)  # prompt lookup, 10x plain, beats every SD k
+    tables = {
+        "offline": offline,
+        "wallclock": LIVE,
+        "best_k": 3,
+        "device": "CPU",
+        "choice": choice.to_dict(),
+    }
     summary = render_benchmark(tables)
     assert "| precision | task | k |" in summary and "| fp16 | code | 3 |" in summary
-    assert "| prompt_lookup |" in summary and "Chosen k on CPU: **3**" in summary
+    assert "| prompt_lookup |" in summary and "Best fixed SD k on CPU: **3**" in summary
+    assert "Release mode on CPU: **prompt_lookup k=3**" in summary
     card = release_card(
         target="org/model",
         draft_precision="fp16",
-        best_k=3,
+        choice=choice.to_dict(),
         device="CPU",
         summary_md=summary,
         images={"speedup vs k": "speed.png"},
         lineage={"aligned_draft": "abc"},
     )
-    assert "num_assistant_tokens = 3" in card and "![speedup vs k](speed.png)" in card
+    assert "Recommended: prompt lookup decoding" in card and "![speedup vs k](speed.png)" in card
 
     ir = tmp_path / "draft-fp16"
     ir.mkdir()
     (ir / "openvino_model.xml").write_text("<net/>")
-    release = bench_results.write_release(tmp_path / "release", ir, 3, card, {"speed.png": speed})
+    release = bench_results.write_release(
+        tmp_path / "release", ir, choice, card, {"speed.png": speed}
+    )
     assert (release / "README.md").read_text() == card
     assert (release / "draft-ir" / "openvino_model.xml").read_text() == "<net/>"
-    generation = json.loads((release / "draft-ir" / "generation_config.json").read_text())
-    assert generation == {"num_assistant_tokens": 3}
+    assert not (release / "draft-ir" / "generation_config.json").exists(), "SD did not win"
+    assert json.loads((release / "release.json").read_text())["chosen"]["mode"] == "prompt_lookup"
     assert (release / "speed.png").read_bytes() == speed.read_bytes()
+
+    sd_wins = choose_mode([r for r in LIVE if r["mode"] != "prompt_lookup"])
+    again = bench_results.write_release(tmp_path / "release", ir, sd_wins, card)
+    generation = json.loads((again / "draft-ir" / "generation_config.json").read_text())
+    assert generation == {"num_assistant_tokens": 3}, "fastest pooled SD k, ties to smaller k"
     assert not (ir / "generation_config.json").exists(), "the source IR must stay untouched"
+
+
+# ---------------------------------------------------------------- one renderer, one device
+
+
+class _FakeGenai:
+    """Stands in for openvino_genai: records the prompt ids each mode is fed, echoes 3 tokens."""
+
+    def __init__(self) -> None:
+        self.fed: list[list[int]] = []
+
+    def get_generation_config(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace()
+
+    def generate(self, tensor, config):
+        from types import SimpleNamespace
+
+        self.fed.append([int(t) for t in np.asarray(tensor.data)[0]])
+        mean = SimpleNamespace(mean=1.0)
+        metrics = SimpleNamespace(
+            get_ttft=lambda: mean,
+            get_tpot=lambda: mean,
+            raw_metrics=SimpleNamespace(m_batch_sizes=[1, 1, 1]),
+        )
+        return SimpleNamespace(tokens=[[5, 6, 7]], perf_metrics=metrics)
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_live_benchmark_feeds_the_ids_the_draft_is_trained_on(
+    target_dir: Path, tmp_path: Path, monkeypatch, chat: bool
+) -> None:
+    """Same prompt row -> same ids in KD/alignment training and in the live benchmark."""
+    from transformers import AutoTokenizer
+
+    from fastdraft_dag.distill.kd_rows import IGNORE, build_sft_arrays, encode_row, end_of_turn_ids
+    from fastdraft_dag.evaluation import live
+
+    row = {
+        "id": "p",
+        "task": "code",
+        "prompt": "Write a function that adds two numbers.",
+        "chat": chat,
+    }
+    pipes: list[_FakeGenai] = []
+
+    def fake_pipeline(*args, **kwargs):
+        pipes.append(_FakeGenai())
+        return pipes[-1]
+
+    monkeypatch.setattr(live, "make_pipeline", fake_pipeline)
+    for name in ("target", "draft"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "openvino_model.xml").write_text("<net/>")
+    live.benchmark_live(
+        tmp_path / "target",
+        tmp_path / "draft",
+        [row],
+        target_dir,
+        3,
+        [2],
+        confidence_thresholds=[0.3],
+    )
+    fed = {tuple(ids) for pipe in pipes for ids in pipe.fed}
+    assert len(fed) == 1, "every mode, warm-up included, gets the same ids"
+    benchmark_ids = list(fed.pop())
+
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    eos = end_of_turn_ids(target_dir, tokenizer)[0]
+    kd_row = {**row, "response": "def add(a, b):\n    return a + b", "finish": "eos"}
+    ids, labels, _ = encode_row(tokenizer, kd_row, eos, 512)
+    assert ids[: labels.count(IGNORE)] == benchmark_ids
+    arrays, _ = build_sft_arrays([kd_row], target_dir, 512, val_fraction=0.0)
+    mask, lab = arrays["train_attention_mask"][0], arrays["train_labels"][0]
+    prompt_part = arrays["train_input_ids"][0][(lab == IGNORE) & (mask == 1)]
+    assert prompt_part.tolist() == benchmark_ids
+    rendered = tokenizer.decode(benchmark_ids)
+    assert ("<|im_start|>assistant" in rendered) is chat, "chat rows go through the template"
+
+
+def test_offline_ir_scoring_compiles_on_the_resource_device(
+    tiny_target_dir: Path, draft_dir: Path, draft_ir: Path, monkeypatch
+) -> None:
+    from fastdraft_dag.evaluation import offline
+    from fastdraft_dag.resources.core_ultra import CoreUltraResource
+
+    devices: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def recording_scorer(ir_dir, device="CPU", threads=None):
+        devices.append(device)
+        raise Stop
+
+    monkeypatch.setattr(offline, "IRScorer", recording_scorer)
+    resource = CoreUltraResource(device="AUTO")
+    with pytest.raises(Stop):
+        resource.evaluate_offline(
+            tiny_target_dir, draft_dir, PROMPTS, 4, [1], 1, {"fp32": draft_ir}, "fp32"
+        )
+    assert devices == ["AUTO"]
+    with pytest.raises(ValueError, match="'TPU'"):
+        offline.evaluate_offline(
+            tiny_target_dir, draft_dir, PROMPTS, 4, [1], draft_irs={"fp32": draft_ir}, device="TPU"
+        )
+    assert devices == ["AUTO"], "a bad device is refused before any model loads"
+
+
+def test_export_runs_through_the_exporter_and_checks_on_the_device(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from fastdraft_dag.openvino import export
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(
+        export,
+        "check_ir_logits",
+        lambda src, ir, probe, tol, device: (
+            calls.append(("check", ir.name, device)) or {"ok": True}
+        ),
+    )
+
+    def exporter(src: Path, out: Path, fmt: str) -> dict:
+        calls.append(("export", out.name, fmt))
+        return {"ir_bytes": 2e6, "seconds": 1.0}
+
+    jobs = export.plan_exports(
+        tmp_path / "draft", tmp_path / "target", ("fp16", "int8"), "int4", tmp_path / "ref", "int8"
+    )
+    assert [j.name for j in jobs] == [
+        "draft-fp16",
+        "draft-int8",
+        "target-int4",
+        "reference-draft-int8",
+    ]
+    result = export.run_export(jobs, tmp_path, [1, 2], exporter, device="GPU")
+    assert result.ok and [r["mb"] for r in result.rows] == [2.0] * 4
+    assert calls[:2] == [("export", "draft-fp16", "fp16"), ("check", "draft-fp16", "GPU")]
+    with pytest.raises(ValueError, match="fp8"):
+        export.plan_exports(tmp_path, tmp_path, ("fp8",), "int4")

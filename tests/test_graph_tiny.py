@@ -129,11 +129,14 @@ def test_benchmark_covers_four_families_and_sd_equals_plain(tiny):
     # Tiny models under the f32 hint: speculative output is token-for-token the plain output.
     wall = tables["wallclock"]
     assert {r["mode"] for r in wall} == {"plain", "sd", "prompt_lookup"}
-    assert {r["k"] for r in wall if r["mode"] == "sd"} == {2, 3}
+    assert {r["k"] for r in wall if r["mode"] == "sd"} == {2, 3, None}  # None: threshold
+    assert {r["confidence_threshold"] for r in wall if r["mode"] == "sd"} == {None, 0.3}
+    assert {r["k"] for r in wall if r["mode"] == "prompt_lookup"} == {2, 3}  # its own best k
     for row in wall:
         assert row["agreement"] == 1.0, row
         assert row["first_divergence"] is None, row
         assert row["tok_s"] > 0 and row["speedup"] > 0
+        assert row["speedup_ci_low"] <= row["speedup"] <= row["speedup_ci_high"], row
         assert row["mode"] == "plain" or row["tau_measured"] >= 1.0, row
 
 
@@ -141,13 +144,37 @@ def test_benchmark_release_plots_and_quantization_check(tiny):
     root, _, _, result = tiny
     art = ArtifactStore(root).latest("benchmark_tables", "tiny-random")
     meta = _metadata(result, "benchmark_tables")
-    best_k = json.loads((art.path / "results.json").read_text())["best_k"]
+    tables = json.loads((art.path / "results.json").read_text())
+    best_k, chosen = tables["best_k"], tables["choice"]["chosen"]
     assert meta["best_k"] == best_k and best_k in (2, 3) and meta["device"] == "CPU"
-    generation = json.loads((art.path / "release/draft-ir/generation_config.json").read_text())
-    assert generation["num_assistant_tokens"] == best_k
+    assert meta["release_mode"] == chosen["label"]
+    pooled = [
+        r for r in tables["wallclock"] if r["task"] == "all" and r["mode"] != "reference_draft"
+    ]
+    assert chosen["tok_s"] == max(r["tok_s"] for r in pooled), "the fastest mode, plain included"
+    release = json.loads((art.path / "release/release.json").read_text())
+    assert release["chosen"] == chosen
+    generation_file = art.path / "release/draft-ir/generation_config.json"
+    generation = json.loads(generation_file.read_text()) if generation_file.is_file() else {}
     assert (art.path / "release/draft-ir/openvino_model.xml").is_file()
     card = (art.path / "release/README.md").read_text()
-    assert f"num_assistant_tokens = {best_k}" in card and "| prompt_lookup |" in card
+    assert "| prompt_lookup |" in card and "| speedup_95ci |" in card
+    if chosen["mode"] == "sd" and chosen["k"] is not None:
+        assert generation["num_assistant_tokens"] == chosen["k"]
+        assert f"config.num_assistant_tokens = {chosen['k']}" in card
+    elif chosen["mode"] == "sd":
+        assert generation["assistant_confidence_threshold"] == chosen["confidence_threshold"]
+    else:  # prompt lookup or plain: the draft is not recommended, no SD settings shipped
+        assert "num_assistant_tokens" not in generation
+        assert "assistant_confidence_threshold" not in generation
+        assert ("prompt lookup decoding" in card) is (chosen["mode"] == "prompt_lookup")
+        assert ("No mode beat plain decoding" in card) is (chosen["mode"] == "plain")
+    pays = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "draft_pays_for_itself"
+    )
+    assert pays.severity == dg.AssetCheckSeverity.WARN
+    assert pays.passed is tables["choice"]["sd_pays"]
+    assert pays.metadata["chosen_mode"].value == chosen["label"]
     assert "![speedup vs k](speedup_vs_k.png)" in card
     assert (art.path / "release/speedup_vs_k.png").is_file()
     for key in ("acceptance_by_draft_position", "speedup_vs_k"):
@@ -249,7 +276,7 @@ def test_cli_report_prints_build_times_and_tables(tiny, capsys):
     out = capsys.readouterr().out
     for asset in ASSETS:
         assert f"| {asset} |" in out
-    assert "Wall-clock speculative decoding" in out and "| sd | draft-fp16 | 3 | all |" in out
+    assert "Wall-clock speculative decoding" in out and "| sd | draft-fp16 | 3 |  | all |" in out
 
 
 def test_target_observation_records_its_revision(tiny):

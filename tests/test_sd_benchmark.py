@@ -17,9 +17,11 @@ PROMPTS = [
     {"id": "c", "task": "code", "prompt": "def fibonacci(n):\n    return fib", "chat": False},
 ]
 KS = [1, 2, 4]
+THRESHOLDS = [0.4]
 MAX_NEW = 16
 ROW_KEYS = {
-    "mode", "draft", "k", "task", "n_prompts", "tokens", "tok_s", "speedup", "tau_measured",
+    "mode", "draft", "k", "confidence_threshold", "task", "n_prompts", "tokens", "tok_s",
+    "speedup", "speedup_ci_low", "speedup_ci_high", "tau_measured",
     "accepted_per_step", "ttft_ms", "tpot_ms", "agreement", "first_divergence",
     "divergence_margin", "device", "precision_hint", "threads", "max_new_tokens",
 }  # fmt: skip
@@ -54,23 +56,26 @@ def live(irs: dict[str, Path], tiny_target_dir: Path) -> dict:
         margin_model_dir=tiny_target_dir,
         prompt_lookup=True,
         reference_draft_ir=irs["target"],
+        confidence_thresholds=THRESHOLDS,
     )
 
 
 def test_live_rows_cover_every_mode_and_task(live: dict) -> None:
     rows = live["rows"]
-    runs = {(r["mode"], r["k"]) for r in rows}
+    runs = {(r["mode"], r["k"], r["confidence_threshold"]) for r in rows}
     best = live["best_k"]
-    expected = {("plain", None), *(("sd", k) for k in KS)}
-    assert runs == expected | {("prompt_lookup", best), ("reference_draft", best)}
+    expected = {("plain", None, None), *(("sd", k, None) for k in KS)}
+    expected |= {("sd", None, t) for t in THRESHOLDS}  # dynamic draft length
+    expected |= {("prompt_lookup", k, None) for k in KS}  # prompt lookup at its own best k
+    assert runs == expected | {("reference_draft", best, None)}
     for r in rows:
         assert set(r) >= ROW_KEYS, ROW_KEYS - set(r)
         assert (r["device"], r["precision_hint"], r["threads"]) == ("CPU", "f32", 1)
         assert r["max_new_tokens"] == MAX_NEW
         assert r["tok_s"] > 0 and r["ttft_ms"] > 0 and r["tpot_ms"] > 0
         assert (r["draft"] == "") == (r["mode"] == "plain")
-    for mode, k in runs:
-        mine = {r["task"]: r for r in rows if (r["mode"], r["k"]) == (mode, k)}
+    for run in runs:
+        mine = {r["task"]: r for r in rows if (r["mode"], r["k"], r["confidence_threshold"]) == run}
         assert list(mine) == ["chat", "code", "all"]
         assert mine["all"]["n_prompts"] == 3 and mine["chat"]["n_prompts"] == 2
         assert mine["all"]["tokens"] == mine["chat"]["tokens"] + mine["code"]["tokens"]
@@ -94,11 +99,19 @@ def test_speedup_tau_and_acceptance_are_consistent(live: dict) -> None:
         if r["mode"] == "plain":
             assert r["tau_measured"] == 1.0 and r["accepted_per_step"] is None
             continue
-        assert r["tau_measured"] is not None and 1.0 < r["tau_measured"] <= r["k"] + 1
+        most = r["k"] if r["k"] is not None else MAX_NEW  # a threshold has no fixed k
+        assert r["tau_measured"] is not None and 1.0 < r["tau_measured"] <= most + 1
         passes = r["tokens"] / r["tau_measured"]
         steps = passes - r["n_prompts"]
         assert r["accepted_per_step"] == pytest.approx((r["tokens"] - passes) / steps)
-        assert 0.0 <= r["accepted_per_step"] <= r["k"]
+        assert 0.0 <= r["accepted_per_step"] <= most
+
+
+def test_every_speedup_has_a_bootstrap_interval(live: dict) -> None:
+    for r in live["rows"]:
+        assert r["speedup_ci_low"] <= r["speedup"] <= r["speedup_ci_high"], r
+        if r["mode"] == "plain":
+            assert r["speedup_ci_low"] == pytest.approx(1.0) == r["speedup_ci_high"]
 
 
 def test_best_k_and_samples(live: dict) -> None:
@@ -124,6 +137,8 @@ def test_choose_k_picks_fastest_pooled_sd_row_ties_to_smaller_k() -> None:
         _row("prompt_lookup", 6, 400.0),
     ]
     assert choose_k(rows) == 3
+    threshold = {**_row("sd", None, 999.0), "confidence_threshold": 0.3}
+    assert choose_k([*rows, threshold]) == 3, "a threshold run has no fixed k to choose"
     assert choose_k([*rows, _row("sd", 1, 120.5)]) == 1
     with pytest.raises(ValueError, match="no pooled"):
         choose_k([_row("plain", None, 1.0), _row("sd", 2, 5.0, task="chat")])

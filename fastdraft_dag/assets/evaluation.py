@@ -1,9 +1,9 @@
-"""`benchmark_tables`: acceptance, tau and MBSU per draft precision from logits; live SD per k.
+"""`benchmark_tables`: acceptance, tau and MBSU per draft precision; every live decoding mode.
 
-Writes a deployable release (the SD draft IR with the best measured k, a model card, plots).
+Reads its inputs, calls `evaluation.benchmark.run_benchmark` (offline and live on the Core
+Ultra resource, mode choice, release folder), records DuckDB rows and reports metadata and checks.
 """
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,20 +11,27 @@ import dagster as dg
 
 from fastdraft_dag.assets.common import build_artifact, result
 from fastdraft_dag.assets.partitions import TARGETS
-from fastdraft_dag.evaluation.offline import TORCH_FP32, evaluate_offline
+from fastdraft_dag.evaluation.benchmark import (
+    RELEASE_DIR,
+    RESULTS_MD,
+    BenchmarkJob,
+    BenchmarkResult,
+    prompt_sets,
+    run_benchmark,
+)
+from fastdraft_dag.evaluation.modes import ModeChoice, verdict
+from fastdraft_dag.evaluation.offline import TORCH_FP32
 from fastdraft_dag.evaluation.quality import acceptance_regressions, quantized_acceptance_losses
-from fastdraft_dag.evaluation.results import bench_prompt_set, wallclock_db_rows, write_release
+from fastdraft_dag.evaluation.results import wallclock_db_rows
 from fastdraft_dag.reporting import plots
-from fastdraft_dag.reporting.model_card import release_card
-from fastdraft_dag.reporting.tables import render_benchmark
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.storage.artifacts import write_json_atomic
 from fastdraft_dag.storage.tables import previous_acceptance, record_rows
 from fastdraft_dag.targets.resolve import sha256_file
 
 ACCEPTANCE = "acceptance_not_regressed"
 QUANTIZED = "quantized_draft_acceptance"
+DRAFT_PAYS = "draft_pays_for_itself"
 QUANTIZATION_TOLERANCE = 0.02  # absolute alpha_greedy, like the regression check's default
 
 
@@ -100,9 +107,30 @@ def quantization_check(offline: list[dict]) -> dg.AssetCheckResult:
     )
 
 
+def draft_pays_check(choice: ModeChoice) -> dg.AssetCheckResult:
+    """Warn when the draft's best SD mode is slower than plain decoding or than prompt lookup.
+
+    A warning, not a block: the release already ships the fastest mode, plain included.
+    """
+    return dg.AssetCheckResult(
+        check_name=DRAFT_PAYS,
+        asset_key="benchmark_tables",
+        passed=choice.sd_pays,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=verdict(choice),
+        metadata={
+            "chosen_mode": choice.chosen.label,
+            "chosen_speedup": round(choice.chosen.speedup, 4),
+            "speedups": dg.MetadataValue.json(choice.speedups()),
+            "sd_vs_prompt_lookup": choice.sd_vs_lookup,
+            "figures": dg.MetadataValue.json(choice.to_dict()),
+        },
+    )
+
+
 @dg.asset(
     group_name="evaluation",
-    code_version="2",
+    code_version="3",
     deps=["openvino_ir", "aligned_draft", "target_model"],
     partitions_def=TARGETS,
     kinds={"openvino", "duckdb"},
@@ -120,8 +148,14 @@ def quantization_check(offline: list[dict]) -> dg.AssetCheckResult:
             blocking=False,
             description="No int8/int4 draft IR loses more than 0.02 alpha_greedy on any task against the fp16 draft IR (the PyTorch fp32 draft when fp16 is not exported). A warning: a quantized draft can still be the fastest.",
         ),
+        dg.AssetCheckSpec(
+            DRAFT_PAYS,
+            asset="benchmark_tables",
+            blocking=False,
+            description="The draft's best speculative-decoding mode (any k or confidence threshold) is faster than plain decoding and than prompt lookup at its own best k, pooled over the live prompts. A warning: the release ships the fastest mode measured, plain included.",
+        ),
     ],
-    description="Per draft precision (PyTorch fp32 and every exported IR), task family and k: greedy and sampled acceptance, tau and memory-bound speedup from target and draft logits. Live on the Core Ultra resource: plain decoding, speculative decoding per k, prompt lookup and the optional reference draft, with SD/plain agreement. The best measured k goes into a release folder (draft IR + model card). Rows go to DuckDB with history.",
+    description="Per draft precision (PyTorch fp32 and every exported IR), task family and k: greedy and sampled acceptance, tau and memory-bound speedup from target and draft logits. Live on the Core Ultra resource: plain decoding, speculative decoding per k and per confidence threshold, prompt lookup per k and the optional reference draft, with SD/plain agreement and a 95% bootstrap interval over prompts beside each speedup. The fastest measured mode (plain included) goes into a release folder (draft IR + model card + release.json). Rows go to DuckDB with history.",
 )
 def benchmark_tables(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, core_ultra: CoreUltraResource
@@ -129,117 +163,66 @@ def benchmark_tables(
     target = pipeline.resolve_target(context.partition_key)
     draft = pipeline.store.latest("aligned_draft", target.key)
     irs = pipeline.store.latest("openvino_ir", target.key)
-    cfg = pipeline.profile.bench
-    export = pipeline.profile.export
+    settings = pipeline.profile.settings("benchmark_tables")
+    bench = settings.bench
     core_ultra.validate()
-    # Both prompt sets are built (and refused when empty or unreadable) before any model loads.
-    prompts, malformed = bench_prompt_set(cfg.prompts_per_family, cfg.prompt_files)
-    live_prompts, _ = bench_prompt_set(
-        cfg.sd_prompts_per_family,
-        cfg.prompt_files,
-        per_user_task=cfg.sd_prompts_per_family,
-        setting="bench.sd_prompts_per_family",
+    prompts = prompt_sets(bench)  # refused when empty or unreadable, before any model loads
+    job = BenchmarkJob(
+        target_name=target.name,
+        target_dir=target.path,
+        draft_dir=draft.path,
+        irs_dir=irs.path,
+        bench=bench,
+        draft_formats=tuple(settings.export.draft_formats),
+        target_format=settings.export.target_format,
+        threads=settings.threads,
+        lineage={"aligned_draft": draft.data_version, "openvino_ir": irs.data_version},
     )
-    sd_ir = irs.path / f"draft-{cfg.sd_draft_format}"
-    reference_ir = irs.path / f"reference-draft-{cfg.sd_draft_format}"
-
-    def build(out):
-        offline = evaluate_offline(
-            target.path,
-            draft.path,
-            prompts,
-            cfg.offline_max_new_tokens,
-            list(cfg.ks),
-            threads=pipeline.profile.threads,
-            draft_irs={f: irs.path / f"draft-{f}" for f in export.draft_formats},
-            target_precision=export.target_format,
-        )
-        live = core_ultra.benchmark_live(
-            irs.path / f"target-{export.target_format}",
-            sd_ir,
-            live_prompts,
-            tokenizer_dir=target.path,
-            max_new_tokens=cfg.sd_max_new_tokens,
-            ks=list(cfg.sd_ks),
-            margin_model_dir=target.path,
-            prompt_lookup=cfg.prompt_lookup,
-            reference_draft_ir=reference_ir if cfg.reference_draft else None,
-        )
-        best_k = int(live["best_k"])  # max pooled SD tokens/s over sd_ks (sd_benchmark.choose_k)
-        tables = {
-            "offline": offline,
-            "wallclock": live["rows"],
-            "best_k": best_k,
-            "device": core_ultra.device,
-            "divergences": live.get("divergences", []),
-            "samples": live.get("samples", []),
-            "malformed_prompts": malformed,
-        }
-        write_json_atomic(out / "results.json", tables)
-        summary = render_benchmark(tables)
-        (out / "results.md").write_text(summary)
-        figures = plots.benchmark_plots(out, offline, live["rows"], cfg.sd_draft_format)
-        card = release_card(
-            target=target.name,
-            draft_precision=cfg.sd_draft_format,
-            best_k=best_k,
-            device=core_ultra.device,
-            summary_md=summary,
-            images=plots.BENCHMARK_PLOTS,
-            lineage={"aligned_draft": draft.data_version, "openvino_ir": irs.data_version},
-        )
-        files = {plots.BENCHMARK_PLOTS[alt]: path for alt, path in figures.items()}
-        write_release(out / "release", sd_ir, best_k, card, files)
-        return {"best_k": best_k, "rows_offline": len(offline), "rows_live": len(live["rows"])}
-
     art = build_artifact(
         context,
         pipeline,
         target.key,
         config={
-            **pipeline.profile.section("bench"),
+            **pipeline.profile.version_config("benchmark_tables"),
             "device": core_ultra.device,
             "precision_hint": core_ultra.precision_hint,
-            "threads": core_ultra.threads,
+            "core_ultra_threads": core_ultra.threads,
         },
         inputs={
             "openvino_ir": irs.data_version,
             "aligned_draft": draft.data_version,
             "target_model": target.revision,
-            **{f"prompt_file:{p}": sha256_file(Path(p)) for p in cfg.prompt_files},
+            **{f"prompt_file:{p}": sha256_file(Path(p)) for p in bench.prompt_files},
         },
-        build=build,
+        build=lambda out: run_benchmark(job, prompts, core_ultra, out).metrics(),
     )
-    tables = json.loads((art.path / "results.json").read_text())
+    res = BenchmarkResult.load(art.path)
     version = art.manifest["version"]
     common = {"target": target.name, "draft_version": draft.data_version}
-    offline_rows = [
-        {**common, "target_precision": export.target_format, **r} for r in tables["offline"]
-    ]
+    target_format = settings.export.target_format
+    offline_rows = [{**common, "target_precision": target_format, **r} for r in res.offline]
     record_rows(pipeline.db_path, "benchmark_offline", version, offline_rows, context.run.run_id)
-    live_rows = wallclock_db_rows(tables["wallclock"], cfg.sd_draft_format, export.target_format)
+    live_rows = wallclock_db_rows(res.wallclock, bench.sd_draft_format, target_format)
     wall_rows = [{**common, **r} for r in live_rows]
     record_rows(pipeline.db_path, "benchmark_wallclock", version, wall_rows, context.run.run_id)
-    best = next(
-        (
-            r
-            for r in tables["wallclock"]
-            if r["mode"] == "sd" and r["task"] == "all" and r["k"] == tables["best_k"]
-        ),
-        {},
-    )
     previous_version, previous = previous_acceptance(pipeline.db_path, target.name, version)
+    choice = res.choice
+    best_sd = choice.best_sd
     return result(
         context,
         art,
         {
-            "summary": dg.MetadataValue.md((art.path / "results.md").read_text()),
-            "best_k": tables["best_k"],
-            "device": tables["device"],
-            "speedup": best.get("speedup"),
-            "agreement": best.get("agreement"),
-            "malformed_prompts": dg.MetadataValue.json(tables["malformed_prompts"]),
-            "release": dg.MetadataValue.path(str(art.path / "release")),
+            "summary": dg.MetadataValue.md((art.path / RESULTS_MD).read_text()),
+            "release_mode": choice.chosen.label,
+            "release_speedup": round(choice.chosen.speedup, 4),
+            "best_k": res.best_k,
+            "device": res.device,
+            "sd_speedup": round(best_sd.speedup, 4) if best_sd else None,
+            "prompt_lookup_speedup": (
+                round(choice.best_lookup.speedup, 4) if choice.best_lookup else None
+            ),
+            "malformed_prompts": dg.MetadataValue.json(res.malformed_prompts),
+            "release": dg.MetadataValue.path(str(art.path / RELEASE_DIR)),
             **{
                 alt.replace(" ", "_"): dg.MetadataValue.md(
                     plots.markdown_image(art.path / name, alt)
@@ -249,8 +232,9 @@ def benchmark_tables(
         },
         [
             acceptance_check(
-                tables["offline"], previous_version, previous, pipeline.acceptance_tolerance
+                res.offline, previous_version, previous, pipeline.acceptance_tolerance
             ),
-            quantization_check(tables["offline"]),
+            quantization_check(res.offline),
+            draft_pays_check(choice),
         ],
     )

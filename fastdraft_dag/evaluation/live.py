@@ -1,8 +1,10 @@
 """Live speculative decoding on OpenVINO GenAI: plain target vs every drafted mode, greedy.
 
-Modes: plain target decoding; our draft at every k asked for (one pipeline, k changed per run);
-prompt lookup (n-grams of the prompt as the draft) and an off-the-shelf reference draft, both at
-the best k of our draft so the three drafted modes compare at the same draft length. Every mode
+Modes: plain target decoding; our draft at every k asked for and at every confidence threshold
+(dynamic draft length; one pipeline, the config changed per run); prompt lookup (n-grams of the
+prompt as the draft) at every k too, so it is judged at its own best k; an off-the-shelf
+reference draft at our draft's best k. Every row carries a 95% bootstrap interval over prompts
+beside its pooled speedup (``bootstrap``); the release's mode is chosen by ``modes``. Every mode
 gets the same token ids (rendered and tokenized once with the HF tokenizer, so a chat template
 is applied exactly once), device, precision hint and max new tokens, and each pipeline loads and
 warms up once. Greedy SD should reproduce plain decoding; for real models near-tie argmax flips
@@ -17,8 +19,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.models import load_fp32_model
 from fastdraft_dag.core.tokenizers import tokenizer_differences
-from fastdraft_dag.evaluation.offline import load_fp32_model
+from fastdraft_dag.evaluation.bootstrap import speedup_interval
 from fastdraft_dag.openvino.genai import (
     PROMPT_LOOKUP_NGRAM,
     available_devices,
@@ -40,10 +43,14 @@ N_SAMPLES = 2  # prompts whose decoded text is kept (plain and our draft at the 
 
 
 def choose_k(rows: Iterable[Mapping[str, Any]]) -> int:
-    """The k of our draft with the highest pooled (task "all") SD tokens/s; ties -> smaller k."""
+    """The fixed k of our draft with the highest pooled (task "all") SD tokens/s; ties -> smaller k.
+
+    Confidence-threshold runs have no fixed k and are left out; the reference draft runs here.
+    """
     best: tuple[float, int] | None = None
     for row in rows:
-        if row.get("mode") == "sd" and row.get("task") == "all":
+        fixed = row.get("confidence_threshold") is None
+        if row.get("mode") == "sd" and row.get("task") == "all" and fixed:
             candidate = (float(row["tok_s"]), -int(row["k"]))
             best = candidate if best is None or candidate > best else best
     if best is None:
@@ -62,12 +69,19 @@ def _row(run: dict, idx: list[int], plain: list[dict], task: str, meta: dict) ->
     accepted drafts plus one token, so accepted = tokens - passes, and accepted_per_step divides
     that by the SD steps (passes minus one prefill per prompt). ttft_ms is the simple mean over
     prompts (one first token each); tpot_ms is weighted by each prompt's tokens after the first,
-    i.e. total decode time / total decoded tokens.
+    i.e. total decode time / total decoded tokens. speedup_ci_low/high: 95% bootstrap interval
+    of the speedup over these prompts (``bootstrap.speedup_interval``).
     """
     recs, base = [run["records"][i] for i in idx], [plain[i] for i in idx]
     tokens = sum(len(r["tokens"]) for r in recs)
     tok_s = tokens / sum(r["seconds"] for r in recs)
     plain_tok_s = sum(len(b["tokens"]) for b in base) / sum(b["seconds"] for b in base)
+    low, high = speedup_interval(
+        [len(r["tokens"]) for r in recs],
+        [r["seconds"] for r in recs],
+        [len(b["tokens"]) for b in base],
+        [b["seconds"] for b in base],
+    )
     passes = [r["passes"] for r in recs]
     total = sum(passes) if None not in passes and sum(passes) > 0 else None
     drafted = run["mode"] != "plain"
@@ -79,11 +93,14 @@ def _row(run: dict, idx: list[int], plain: list[dict], task: str, meta: dict) ->
         "mode": run["mode"],
         "draft": run["draft"],
         "k": run["k"],
+        "confidence_threshold": run.get("threshold"),
         "task": task,
         "n_prompts": len(recs),
         "tokens": tokens,
         "tok_s": tok_s,
         "speedup": tok_s / plain_tok_s,
+        "speedup_ci_low": low,
+        "speedup_ci_high": high,
         "tau_measured": tokens / total if total is not None else None,
         "accepted_per_step": accepted / steps if accepted is not None and steps > 0 else None,
         "accepted_draft_tokens": accepted,
@@ -97,13 +114,16 @@ def _row(run: dict, idx: list[int], plain: list[dict], task: str, meta: dict) ->
     }
 
 
+RUN_KEY = ("mode", "draft", "k", "threshold")
+
+
 def _first(divergences: list[dict], run: dict, idx: list[int]) -> dict | None:
     """The run's earliest divergence (smallest token position) among the prompts ``idx``."""
+    key = tuple(run.get(f) for f in RUN_KEY)
     mine = [
         d
         for d in divergences
-        if (d["mode"], d["draft"], d["k"]) == (run["mode"], run["draft"], run["k"])
-        and d["prompt_index"] in set(idx)
+        if tuple(d.get(f) for f in RUN_KEY) == key and d["prompt_index"] in set(idx)
     ]
     return min(mine, key=lambda d: (d["position"], d["prompt_index"]), default=None)
 
@@ -135,7 +155,7 @@ def find_divergences(runs: list[dict], tasks: list[str]) -> list[dict]:
         for i, (p, r) in enumerate(zip(plain, run["records"], strict=True)):
             pos = first_divergence(p["tokens"], r["tokens"])
             if pos is not None and len(mine) < MAX_DIVERGENCES:
-                key = {"mode": run["mode"], "draft": run["draft"], "k": run["k"]}
+                key = {f: run.get(f) for f in RUN_KEY}
                 mine.append({**key, "task": tasks[i], "prompt_index": i, "position": pos})
         found += [{**d, "top2_margin": None} for d in mine]
     return found
@@ -173,12 +193,13 @@ def _check_vocabulary(draft_ir: Path, tokenizer_dir: Path) -> None:
 
 
 def _measure(pipe: Any, tensors: list, max_new_tokens: int, modes: list[tuple]) -> list[dict]:
-    """Run (mode, draft label, k, ngram) on one loaded pipeline, warming it up only once."""
+    """Run (mode, draft label, k, ngram, threshold) on one loaded pipeline, warmed up once."""
     runs = []
-    for i, (mode, draft, k, ngram) in enumerate(modes):
-        config = greedy_config(pipe, max_new_tokens, k, ngram)
+    for i, (mode, draft, k, ngram, threshold) in enumerate(modes):
+        config = greedy_config(pipe, max_new_tokens, k, ngram, threshold)
         records = run_prompts(pipe, tensors, config, warm_up=i == 0)
-        runs.append({"mode": mode, "draft": draft, "k": k, "records": records})
+        run = {"mode": mode, "draft": draft, "k": k, "threshold": threshold}
+        runs.append({**run, "records": records})
     return runs
 
 
@@ -196,6 +217,19 @@ def _samples(runs: list[dict], tokenizer: Any, tasks: list[str], best_k: int) ->
         for run in chosen
         for i, rec in enumerate(run["records"][:N_SAMPLES])
     ]
+
+
+def encode_inputs(tokenizer: Any, prompts: list[dict]) -> list[list[int]]:
+    """The prompt ids every live mode is fed: the pipeline's one renderer, nothing else."""
+    return [encode_prompt(tokenizer, row) for row in prompts]
+
+
+def _check_thresholds(thresholds: Iterable[float]) -> list[float]:
+    out = list(dict.fromkeys(float(t) for t in thresholds))
+    bad = [t for t in out if not 0.0 < t < 1.0]
+    if bad:
+        raise ValueError(f"confidence thresholds must lie in (0, 1); got {out} (bad: {bad})")
+    return out
 
 
 def _check_inputs(prompts: list[dict], max_new_tokens: int, device: str) -> None:
@@ -219,18 +253,22 @@ def benchmark_live(
     margin_model_dir: Path | None = None,
     prompt_lookup: bool = True,
     reference_draft_ir: Path | None = None,
+    confidence_thresholds: Iterable[float] = (),
 ) -> dict:
-    """Plain, SD per k, prompt lookup and reference-draft decoding, greedy, per task family.
+    """Plain, SD per k and per confidence threshold, prompt lookup per k, reference draft.
 
-    Returns {"rows", "best_k", "divergences", "samples"}. One row per mode/k and task family
-    plus a pooled "all" row (keys and formulas in ``_row``): ttft_ms is a simple mean over
-    prompts, tpot_ms a token-weighted mean (total decode time / decoded tokens); speedup is
-    tok_s over plain decoding's tok_s on the same task; first_divergence/divergence_margin are
-    the earliest divergence among the row's prompts. Prompt lookup (max_ngram_size
-    ``PROMPT_LOOKUP_NGRAM``) and the reference draft run at ``best_k``, the k maximising our
-    draft's pooled tokens/s (``choose_k``). Every input is checked before any model loads.
+    Greedy, per task family. Returns {"rows", "best_k", "divergences", "samples"}. One row per
+    mode/k/threshold and task family plus a pooled "all" row (keys and formulas in ``_row``):
+    ttft_ms is a simple mean over prompts, tpot_ms a token-weighted mean (total decode time /
+    decoded tokens); speedup is tok_s over plain decoding's tok_s on the same task, with its 95%
+    bootstrap interval over prompts; first_divergence/divergence_margin are the earliest
+    divergence among the row's prompts. Prompt lookup (max_ngram_size ``PROMPT_LOOKUP_NGRAM``)
+    runs at every k of ``ks`` so it is judged at its own best k; the reference draft runs at
+    ``best_k``, the fixed k maximising our draft's pooled tokens/s (``choose_k``). Every input is
+    checked before any model loads.
     """
     ks = check_ks(ks)
+    thresholds = _check_thresholds(confidence_thresholds)
     _check_inputs(prompts, max_new_tokens, device)
     target_ir = check_ir_dir(target_ir, "target")
     draft_ir = check_ir_dir(draft_ir, "draft")
@@ -241,7 +279,7 @@ def benchmark_live(
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    inputs = [encode_prompt(tokenizer, row) for row in prompts]
+    inputs = encode_inputs(tokenizer, prompts)
     tasks = [str(row["task"]) for row in prompts]
     tensors = to_tensors(inputs)
     props = pipeline_properties(precision_hint, threads)
@@ -256,14 +294,17 @@ def benchmark_live(
         pipe = make_pipeline(target_ir, device, props, draft_ir=draft, prompt_lookup=lookup)
         return _measure(pipe, tensors, max_new_tokens, modes)
 
-    runs = measure([("plain", "", None, None)])
-    runs += measure([("sd", draft_ir.name, k, None) for k in ks], draft=draft_ir)
+    runs = measure([("plain", "", None, None, None)])
+    sd_modes = [("sd", draft_ir.name, k, None, None) for k in ks]
+    sd_modes += [("sd", draft_ir.name, None, None, t) for t in thresholds]
+    runs += measure(sd_modes, draft=draft_ir)
     best_k = choose_k(build_rows(runs, tasks, [], meta))
     if prompt_lookup:
         label = f"prompt-ngram{PROMPT_LOOKUP_NGRAM}"
-        runs += measure([("prompt_lookup", label, best_k, PROMPT_LOOKUP_NGRAM)], lookup=True)
+        lookups = [("prompt_lookup", label, k, PROMPT_LOOKUP_NGRAM, None) for k in ks]
+        runs += measure(lookups, lookup=True)
     if reference is not None:
-        runs += measure([("reference_draft", reference.name, best_k, None)], draft=reference)
+        runs += measure([("reference_draft", reference.name, best_k, None, None)], draft=reference)
     divergences = find_divergences(runs, tasks)
     add_margins(divergences, inputs, runs[0]["records"], margin_model_dir)
     return {

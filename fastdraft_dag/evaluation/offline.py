@@ -16,20 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from fastdraft_dag.core.models import load_fp32_model
 from fastdraft_dag.core.tokenizers import tokenizer_differences
 from fastdraft_dag.evaluation import metrics
+from fastdraft_dag.openvino.genai import available_devices, check_device
 from fastdraft_dag.openvino.ir_scoring import IRScorer, bytes_per_param, ir_model_file
 from fastdraft_dag.prompts.render import encode_prompt
 
 TORCH_FP32 = "torch-fp32"  # precision label of the PyTorch draft: the reference acceptance
-
-
-def load_fp32_model(model_dir: Path) -> Any:
-    """fp32 eval-mode model: the reference precision for acceptance."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 
 def _generate(target: Any, ids: list[int], max_new_tokens: int) -> list[int]:
@@ -157,6 +151,7 @@ def evaluate_offline(
     threads: int = 2,
     draft_irs: Mapping[str, Path] | None = None,
     target_precision: str = "fp32",
+    device: str = "CPU",
 ) -> list[dict]:
     """Greedy and sampled acceptance, tau and MBSU of a draft per precision, task family and k.
 
@@ -166,7 +161,9 @@ def evaluate_offline(
     tau_iid (from alpha_greedy), tau_sim (exact greedy replay), mbsu (from tau_sim and r),
     r (see ``draft_r``: the draft's bytes read per token at that precision over the target's at
     ``target_precision``, the precision the target is deployed in), acceptance_by_position,
-    n_prompts and n_tokens. The task "all" pools every prompt.
+    n_prompts and n_tokens. The task "all" pools every prompt. The IRs compile on ``device``
+    (the Core Ultra resource's), so quantized acceptance is scored where the draft will run; a
+    device this machine lacks is refused, naming it, before any model loads.
     """
     import torch
     from transformers import AutoTokenizer
@@ -178,13 +175,17 @@ def evaluate_offline(
         bytes_per_param(precision)  # an unknown precision fails before any model loads
     for ir in draft_irs.values():
         ir_model_file(ir)  # fail naming the path before any model is loaded
+    if draft_irs:
+        check_device(device, available_devices())
     check_same_tokenizer(draft_dir, target_dir)
     if threads:  # 0 keeps torch's default (the paper profile)
         torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
     target = load_fp32_model(target_dir)
     variants: dict[str, Scorer] = {TORCH_FP32: _torch_scorer(load_fp32_model(draft_dir))}
-    variants.update({p: IRScorer(ir, threads=threads) for p, ir in draft_irs.items()})
+    variants.update(
+        {p: IRScorer(ir, device=device, threads=threads) for p, ir in draft_irs.items()}
+    )
     scored: dict[str, dict[str, list[dict]]] = {p: defaultdict(list) for p in variants}
     for row in prompts:
         ids = encode_prompt(tokenizer, row)

@@ -14,11 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.evaluation.modes import SD, ModeChoice
 from fastdraft_dag.openvino.ir_scoring import ir_model_file
 from fastdraft_dag.prompts.eval_sets import EVAL_FAMILIES, eval_prompts, load_prompts_jsonl
 from fastdraft_dag.storage.artifacts import write_json_atomic
 
 GENERATION_CONFIG = "generation_config.json"
+RELEASE_JSON = "release.json"
 
 
 def bench_prompt_set(
@@ -90,6 +92,37 @@ def wallclock_db_rows(
     return out
 
 
+def sd_generation_settings(choice: ModeChoice) -> dict[str, Any]:
+    """The generation-config keys the release's draft IR gets: SD's settings, only if SD won.
+
+    A fixed k sets ``num_assistant_tokens``; a confidence threshold sets
+    ``assistant_confidence_threshold`` and clears k (openvino_genai refuses both at once).
+    Prompt lookup or plain decoding winning means the draft is not recommended: nothing is set.
+    """
+    chosen = choice.chosen
+    if chosen.mode != SD:
+        return {}
+    if chosen.confidence_threshold is not None:
+        return {
+            "num_assistant_tokens": 0,
+            "assistant_confidence_threshold": chosen.confidence_threshold,
+        }
+    if chosen.k is None:
+        raise ValueError(f"chosen SD mode {chosen.label} has neither a k nor a threshold")
+    return {"num_assistant_tokens": int(chosen.k)}
+
+
+def set_generation_settings(ir_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``settings`` into the IR's generation config (created if missing)."""
+    path = Path(ir_dir) / GENERATION_CONFIG
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    config.update(settings)
+    write_json_atomic(path, config)
+    return config
+
+
 def set_num_assistant_tokens(ir_dir: Path, k: int) -> dict[str, Any]:
     """Write ``num_assistant_tokens = k`` into the IR's generation config (created if missing).
 
@@ -98,29 +131,33 @@ def set_num_assistant_tokens(ir_dir: Path, k: int) -> dict[str, Any]:
     """
     if k < 1:
         raise ValueError(f"num_assistant_tokens must be >= 1, got {k}")
-    path = Path(ir_dir) / GENERATION_CONFIG
-    config = json.loads(path.read_text()) if path.is_file() else {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    config["num_assistant_tokens"] = int(k)
-    write_json_atomic(path, config)
-    return config
+    return set_generation_settings(ir_dir, {"num_assistant_tokens": int(k)})
 
 
 def write_release(
-    out: Path, draft_ir: Path, best_k: int, card: str, files: Mapping[str, Path] | None = None
+    out: Path,
+    draft_ir: Path,
+    choice: ModeChoice,
+    card: str,
+    files: Mapping[str, Path] | None = None,
 ) -> Path:
-    """A deployable folder: ``draft-ir/`` (the SD draft IR with k set), README.md, figures.
+    """A deployable folder: ``draft-ir/``, README.md (the card), ``release.json``, figures.
 
-    ``files`` are extra files (the plots) copied next to the card under the given names. Built
-    under a temp name and renamed, so a half-written release is never left under ``out``.
+    ``release.json`` names the chosen mode, its settings and the figures it was chosen on (so a
+    deployment script can follow the measurement, not a habit). ``draft-ir/generation_config.json``
+    gets SD settings only when SD was the fastest mode (``sd_generation_settings``). ``files``
+    are extra files (the plots) copied next to the card. Built under a temp name and renamed, so
+    a half-written release is never left under ``out``.
     """
     ir_model_file(draft_ir)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         shutil.copytree(draft_ir, tmp / "draft-ir")
-        set_num_assistant_tokens(tmp / "draft-ir", best_k)
+        settings = sd_generation_settings(choice)
+        if settings:
+            set_generation_settings(tmp / "draft-ir", settings)
+        write_json_atomic(tmp / RELEASE_JSON, {**choice.to_dict(), "generation_config": settings})
         for name, src in (files or {}).items():
             shutil.copyfile(src, tmp / name)
         (tmp / "README.md").write_text(card)

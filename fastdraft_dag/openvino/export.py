@@ -5,6 +5,10 @@ writes the OpenVINO tokenizer/detokenizer IRs: ``openvino_genai.LLMPipeline`` re
 directory without them. int8 is NNCF INT8_ASYM per-channel weight compression, as the FastDraft
 release uses; int4 is asymmetric group-wise (group 64 divides the hidden sizes of SmolLM2 and
 the tiny models; NNCF adjusts layers it does not divide).
+
+``run_export`` is the `openvino_ir` asset's runner: every planned IR exported through the given
+exporter (the Core Ultra resource's) and its logits checked against PyTorch on the resource's
+device. No Dagster here.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,9 @@ from fastdraft_dag.openvino.ir_scoring import IRScorer
 
 WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
 INT4_GROUP_SIZE = 64
+IR_PROBE = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
+# Largest |IR - PyTorch| last-position logit a correct export shows, per weight format.
+LOGIT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "int8": 5.0, "int4": 10.0}
 
 
 def _quantization_config(weight_format: str) -> Any:
@@ -97,10 +106,9 @@ def export_ir(model_dir: Path, out_dir: Path, weight_format: str) -> dict:
     }
 
 
-def _ir_last_logits(ir_dir: Path, prompt_ids: list[int]) -> Any:
+def _ir_last_logits(ir_dir: Path, prompt_ids: list[int], device: str = "CPU") -> Any:
     """Last-position logits of the IR, compiled with the f32 hint so precision is the weights'."""
-
-    return IRScorer(ir_dir).logits(prompt_ids)[-1]
+    return IRScorer(ir_dir, device=device).logits(prompt_ids)[-1]
 
 
 def _torch_last_logits(model_dir: Path, prompt_ids: list[int]) -> Any:
@@ -114,7 +122,9 @@ def _torch_last_logits(model_dir: Path, prompt_ids: list[int]) -> Any:
     return logits[0, -1].numpy()
 
 
-def check_ir_logits(model_dir: Path, ir_dir: Path, prompt_ids: list[int], tolerance: float) -> dict:
+def check_ir_logits(
+    model_dir: Path, ir_dir: Path, prompt_ids: list[int], tolerance: float, device: str = "CPU"
+) -> dict:
     """Compare last-position logits of the IR and PyTorch: catches a broken or mis-quantized export.
 
     Returns max abs difference, argmax agreement and ``ok`` (diff within tolerance and argmax
@@ -122,7 +132,7 @@ def check_ir_logits(model_dir: Path, ir_dir: Path, prompt_ids: list[int], tolera
     """
     import numpy as np
 
-    ir = _ir_last_logits(ir_dir, prompt_ids)
+    ir = _ir_last_logits(ir_dir, prompt_ids, device)
     ref = _torch_last_logits(model_dir, prompt_ids)
     max_abs = float(np.abs(ir - ref).max())
     same_argmax = int(ir.argmax()) == int(ref.argmax())
@@ -134,3 +144,90 @@ def check_ir_logits(model_dir: Path, ir_dir: Path, prompt_ids: list[int], tolera
         "tolerance": tolerance,
         "ok": bool(max_abs <= tolerance and same_argmax),
     }
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """One IR to build: its directory name under the artifact, the HF source, the format."""
+
+    name: str
+    source: Path
+    weight_format: str
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One row per exported IR: size, export seconds and the logit check's figures."""
+
+    rows: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.get("ok") for r in self.rows)
+
+
+Exporter = Callable[[Path, Path, str], dict]
+
+
+def plan_exports(
+    draft_dir: Path,
+    target_dir: Path,
+    draft_formats: Sequence[str],
+    target_format: str,
+    reference_dir: Path | None = None,
+    reference_format: str | None = None,
+) -> list[ExportJob]:
+    """Every draft precision, the target, and the optional reference draft, in that order."""
+    jobs = [ExportJob(f"draft-{f}", Path(draft_dir), f) for f in draft_formats]
+    jobs.append(ExportJob(f"target-{target_format}", Path(target_dir), target_format))
+    if reference_dir is not None:
+        if reference_format is None:
+            raise ValueError("plan_exports: a reference draft needs its weight format")
+        name = f"reference-draft-{reference_format}"
+        jobs.append(ExportJob(name, Path(reference_dir), reference_format))
+    for job in jobs:
+        if job.weight_format not in WEIGHT_FORMATS:
+            raise ValueError(
+                f"{job.name}: weight_format {job.weight_format!r} is not one of {WEIGHT_FORMATS}"
+            )
+    return jobs
+
+
+def probe_ids(tokenizer_dir: Path) -> list[int]:
+    """The IR check's prompt as the target's token ids (raw text: no chat template needed)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return list(tokenizer(IR_PROBE, add_special_tokens=False)["input_ids"])
+
+
+def run_export(
+    jobs: Sequence[ExportJob],
+    out: Path,
+    probe: list[int],
+    exporter: Exporter = export_ir,
+    device: str = "CPU",
+    log: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export each job to ``out/<name>`` through ``exporter`` and check its logits on ``device``.
+
+    The exporter is a parameter so the asset exports through its Core Ultra resource and a test
+    can count calls without optimum-intel.
+    """
+    rows = []
+    for job in jobs:
+        if log is not None:
+            log(f"exporting {job.name} from {job.source}")
+        info = exporter(job.source, Path(out) / job.name, job.weight_format)
+        tolerance = LOGIT_TOLERANCE.get(job.weight_format, 10.0)
+        check = check_ir_logits(job.source, Path(out) / job.name, probe, tolerance, device)
+        rows.append(
+            {
+                "ir": job.name,
+                "weight_format": job.weight_format,
+                "mb": round(info["ir_bytes"] / 1e6, 1),
+                "seconds": round(info["seconds"], 1),
+                **{k: v for k, v in check.items() if not isinstance(v, (list, dict))},
+            }
+        )
+    return ExportResult(rows)

@@ -7,6 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.reporting.tables import interval
+
+# The card reads the mode choice as plain data (``evaluation.modes.ModeChoice.to_dict``): this
+# package sits below the stages and never imports them.
+SD, LOOKUP = "sd", "prompt_lookup"
+Figures = Mapping[str, Any]
+
 # Headline training figures, in the order a reader wants them: (metrics key, label, format).
 TRAINING_FIGURES = (
     ("parameters", "parameters", "{:,}"),
@@ -69,46 +76,137 @@ def write_model_card(
     (Path(model_dir) / "README.md").write_text(front + "\n".join(body))
 
 
+def _label(f: Figures) -> str:
+    """``sd k=3``, ``sd threshold=0.3``, ``prompt_lookup k=4``, ``plain``."""
+    if f.get("confidence_threshold") is not None:
+        return f"{f['mode']} threshold={f['confidence_threshold']:g}"
+    return f["mode"] if f.get("k") is None else f"{f['mode']} k={f['k']}"
+
+
+def _figure(f: Figures) -> str:
+    """``1.234x plain (95% interval [1.10, 1.35])`` for a measured mode."""
+    ci = interval(f.get("speedup_ci_low"), f.get("speedup_ci_high"))
+    return f"{f['speedup']:.3f}x plain" + (f" (95% interval {ci})" if ci else "")
+
+
+def recommendation(choice: Mapping[str, Any], device: str) -> list[str]:
+    """The card's plain-words verdict: which mode to run, and how far the draft is from winning.
+
+    Never recommends a mode slower than plain decoding: the chosen mode is the fastest measured,
+    plain included (``evaluation.modes.choose_mode``).
+    """
+    chosen, sd, lookup = choice["chosen"], choice.get("best_sd"), choice.get("best_lookup")
+    where = f"on `{device}`, pooled over all benchmark prompts"
+    if chosen["mode"] == SD:
+        lines = [
+            f"**Recommended: speculative decoding with this draft, `{_label(chosen)}`**, the"
+            f" fastest mode measured {where}: {_figure(chosen)}."
+        ]
+        if lookup:
+            lines.append(f"Prompt lookup at its best (`{_label(lookup)}`): {_figure(lookup)}.")
+        return lines
+    if chosen["mode"] == LOOKUP:
+        lines = [
+            f"**Recommended: prompt lookup decoding (`{_label(chosen)}`), not this draft.** Prompt"
+            f" lookup needs no draft model and was the fastest mode measured {where}:"
+            f" {_figure(chosen)}."
+        ]
+        ratio = choice.get("sd_vs_lookup")
+        if sd and ratio:
+            lines.append(
+                f"This draft's best speculative-decoding mode (`{_label(sd)}`) reached"
+                f" {_figure(sd)}, i.e. {ratio:.3f} of prompt lookup's tokens/s: it must get"
+                f" {1 / ratio:.2f}x faster to beat prompt lookup."
+            )
+        return lines
+    lines = [
+        f"**No mode beat plain decoding {where}: run the target alone.** Plain decoding:"
+        f" {chosen['tok_s']:.1f} tokens/s."
+    ]
+    for name, f in (("the draft's best speculative-decoding mode", sd), ("prompt lookup", lookup)):
+        if f:
+            lines.append(f"Best of {name} (`{_label(f)}`): {_figure(f)}.")
+    return lines
+
+
+def _usage(choice: Mapping[str, Any], device: str, ngram: int) -> list[str]:
+    """How to run the recommended mode with openvino_genai."""
+    chosen = choice["chosen"]
+    head = ["```python", "import openvino_genai as ov_genai", ""]
+    run = ['print(pipe.generate("def fibonacci(n):", config))', "```"]
+    if chosen["mode"] == SD:
+        threshold = chosen.get("confidence_threshold")
+        setting = (
+            f"config.assistant_confidence_threshold = {threshold:g}"
+            if threshold is not None
+            else f"config.num_assistant_tokens = {chosen['k']}"
+        )
+        return [
+            *head,
+            f'draft = ov_genai.draft_model("draft-ir", "{device}")',
+            f'pipe = ov_genai.LLMPipeline("<target IR dir>", "{device}", draft_model=draft)',
+            "config = pipe.get_generation_config()",
+            f"{setting}  # also the default in draft-ir/generation_config.json",
+            *run,
+        ]
+    if chosen["mode"] == LOOKUP:
+        return [
+            *head,
+            f'pipe = ov_genai.LLMPipeline("<target IR dir>", "{device}", prompt_lookup=True)',
+            "config = pipe.get_generation_config()",
+            f"config.num_assistant_tokens = {chosen['k']}",
+            f"config.max_ngram_size = {ngram}",
+            *run,
+        ]
+    return [
+        *head,
+        f'pipe = ov_genai.LLMPipeline("<target IR dir>", "{device}")',
+        "config = pipe.get_generation_config()",
+        *run,
+    ]
+
+
 def release_card(
     *,
     target: str,
     draft_precision: str,
-    best_k: int,
+    choice: Mapping[str, Any],
     device: str,
     summary_md: str,
     images: Mapping[str, str],
     lineage: Mapping[str, str],
+    prompt_lookup_ngram: int = 3,
 ) -> str:
-    """README.md of the deployable draft IR: how to run it, the k it ships with, its numbers.
+    """README.md of the release: the fastest measured mode, how to run it, the numbers.
 
-    ``summary_md`` holds the offline and live tables (``report.render_benchmark``); ``images``
-    maps alt text to PNG file names next to the card.
+    ``summary_md`` holds the offline and live tables (``tables.render_benchmark``); ``images``
+    maps alt text to PNG file names next to the card; ``choice`` is ``ModeChoice.to_dict()``.
+    ``draft-ir/generation_config.json`` carries SD settings only when SD is the recommended mode.
     """
+    sd_chosen = choice["chosen"]["mode"] == SD
     front = (
         "---\nlibrary_name: openvino\ntags:\n- speculative-decoding\n- fastdraft\n- openvino\n---\n"
     )
-    usage = [
-        "```python",
-        "import openvino_genai as ov_genai",
-        "",
-        f'draft = ov_genai.draft_model("draft-ir", "{device}")',
-        f'pipe = ov_genai.LLMPipeline("<target IR dir>", "{device}", draft_model=draft)',
-        "config = pipe.get_generation_config()",
-        f"config.num_assistant_tokens = {best_k}  # also the default in draft-ir/generation_config.json",
-        'print(pipe.generate("def fibonacci(n):", config))',
-        "```",
-    ]
+    ir_note = (
+        f"`draft-ir/` is the draft as OpenVINO IR; its `generation_config.json` sets"
+        f" `{_label(choice['chosen'])}`."
+        if sd_chosen
+        else "`draft-ir/` is the draft as OpenVINO IR, shipped for comparison only: its"
+        " `generation_config.json` sets no speculative-decoding settings."
+    )
     body = [
         f"# FastDraft draft for `{target}` ({draft_precision} OpenVINO IR)",
         "",
         f"A draft model for speculative decoding with `{target}`: same tokenizer, vocabulary,"
-        " special tokens and chat template. `draft-ir/` is the OpenVINO IR; its"
-        f" `generation_config.json` sets `num_assistant_tokens = {best_k}`, the k with the highest"
-        f" measured speculative-decoding throughput on `{device}` (pooled over all prompts).",
+        " special tokens and chat template. Every decoding mode was measured and the fastest is"
+        f" recommended below (`release.json` holds the figures). {ir_note}",
         "",
+        "## Recommended mode",
+        "",
+        *[line for text in recommendation(choice, device) for line in (text, "")],
         "## Usage",
         "",
-        *usage,
+        *_usage(choice, device, prompt_lookup_ngram),
         "",
         "## Benchmark",
         "",

@@ -82,7 +82,8 @@ def speedup_vs_k_plot(
     """Left: MBSU per task vs k (offline, ``precision`` draft). Right: measured SD speedup vs k.
 
     Side by side, the gap between the memory-bound model and the device shows what the draft's
-    own step costs there; the right panel's best pooled point is the k the release ships with.
+    own step costs there; the right panel also shows prompt lookup per k (pooled): the bar the
+    draft must clear for the release to ship it.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4), sharey=True)
     tasks = sorted({r["task"] for r in offline if r.get("precision") == precision})
@@ -95,12 +96,27 @@ def speedup_vs_k_plot(
         left.plot(
             [r["k"] for r in rows], [r["mbsu"] for r in rows], marker="o", label=task, **style
         )
-    sd = [r for r in live if r.get("mode") == "sd" and r.get("speedup") is not None]
+    # Fixed-k rows only: a confidence-threshold run has no k to sit at (it is in the table).
+    fixed = [r for r in live if r.get("k") is not None and r.get("speedup") is not None]
+    sd = [r for r in fixed if r.get("mode") == "sd"]
     for task in sorted({r["task"] for r in sd}):
         rows = sorted((r for r in sd if r["task"] == task), key=lambda r: r["k"])
         style = {"color": "black", "linestyle": "--"} if task == "all" else {}
         right.plot(
             [r["k"] for r in rows], [r["speedup"] for r in rows], marker="s", label=task, **style
+        )
+    lookup = sorted(
+        (r for r in fixed if r.get("mode") == "prompt_lookup" and r["task"] == "all"),
+        key=lambda r: r["k"],
+    )
+    if lookup:  # the bar the draft must clear, at prompt lookup's own k
+        right.plot(
+            [r["k"] for r in lookup],
+            [r["speedup"] for r in lookup],
+            color="grey",
+            linestyle=":",
+            marker="^",
+            label="prompt lookup (all)",
         )
     for ax, title in (
         (left, f"MBSU, offline ({precision} draft)"),

@@ -22,9 +22,11 @@ WALL_COLUMNS = (
     "mode",
     "draft",
     "k",
+    "confidence_threshold",
     "task",
     "tok_s",
     "speedup",
+    "speedup_95ci",
     "tau_measured",
     "accepted_per_step",
     "ttft_ms",
@@ -75,9 +77,36 @@ def live_sorted(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     def key(r: Mapping[str, Any]) -> tuple:
         mode = r.get("mode")
         order = MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
-        return (order, r.get("k") or 0, r.get("task") == "all", str(r.get("task")))
+        threshold = r.get("confidence_threshold")
+        fixed = (threshold is not None, r.get("k") or 0, threshold or 0.0)
+        return (order, *fixed, r.get("task") == "all", str(r.get("task")))
 
     return sorted(rows, key=key)
+
+
+def interval(low: float | None, high: float | None) -> str:
+    """A 95% interval as ``[low, high]`` (empty when not measured, e.g. older rows)."""
+    return "" if low is None or high is None else f"[{low:.2f}, {high:.2f}]"
+
+
+def with_intervals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Live rows with a printable ``speedup_95ci`` column beside the pooled speedup."""
+    return [
+        {**r, "speedup_95ci": interval(r.get("speedup_ci_low"), r.get("speedup_ci_high"))}
+        for r in rows
+    ]
+
+
+def mode_line(choice: Mapping[str, Any], device: str) -> str:
+    """One line naming the release's mode, its speedup and interval, and the draft's best SD."""
+    chosen = choice["chosen"]
+    ci = interval(chosen.get("speedup_ci_low"), chosen.get("speedup_ci_high"))
+    line = f"Release mode on {device}: **{chosen['label']}** ({chosen['speedup']:.3f}x plain"
+    line += f", 95% interval {ci})" if ci else ")"
+    sd = choice.get("best_sd")
+    if sd and chosen["mode"] != "sd":
+        line += f"; the draft's best SD mode reached {sd['speedup']:.3f}x plain"
+    return line
 
 
 def render_benchmark(tables: Mapping[str, Any], ks: Sequence[int] = (1, 3, 5, 8)) -> str:
@@ -93,8 +122,13 @@ def render_benchmark(tables: Mapping[str, Any], ks: Sequence[int] = (1, 3, 5, 8)
         md_table(offline_by_precision(offline, k), OFFLINE_COLUMNS),
         "",
         "### Wall-clock speculative decoding (openvino_genai)",
-        md_table(live_sorted(tables["wallclock"]), WALL_COLUMNS),
+        md_table(with_intervals(live_sorted(tables["wallclock"])), WALL_COLUMNS),
+        "",
+        "speedup_95ci: 95% bootstrap interval over prompts (paired with plain decoding).",
     ]
+    device = tables.get("device", "?")
     if best_k is not None:
-        lines += ["", f"Chosen k on {tables.get('device', '?')}: **{best_k}**"]
+        lines += ["", f"Best fixed SD k on {device}: **{best_k}**"]
+    if tables.get("choice"):
+        lines += ["", mode_line(tables["choice"], device)]
     return "\n".join(lines)

@@ -7,11 +7,13 @@ stay importable and testable without Dagster.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import dagster as dg
 
 from fastdraft_dag.evaluation import live as sd_benchmark
+from fastdraft_dag.evaluation import offline as offline_eval
 from fastdraft_dag.openvino import export as openvino_export
 from fastdraft_dag.openvino import genai as sd_modes
 
@@ -44,6 +46,7 @@ class CoreUltraResource(dg.ConfigurableResource):
         margin_model_dir: Path | None = None,
         prompt_lookup: bool = True,
         reference_draft_ir: Path | None = None,
+        confidence_thresholds: Iterable[float] = (),
     ) -> dict:
         """Run ``sd_benchmark.benchmark_live`` on this resource's device, hint and threads."""
         self.validate()
@@ -60,8 +63,40 @@ class CoreUltraResource(dg.ConfigurableResource):
             margin_model_dir=margin_model_dir,
             prompt_lookup=prompt_lookup,
             reference_draft_ir=reference_draft_ir,
+            confidence_thresholds=confidence_thresholds,
+        )
+
+    def evaluate_offline(
+        self,
+        target_dir: Path,
+        draft_dir: Path,
+        prompts: list[dict],
+        max_new_tokens: int,
+        ks: list[int],
+        threads: int,
+        draft_irs: Mapping[str, Path],
+        target_precision: str,
+    ) -> list[dict]:
+        """``offline.evaluate_offline`` with every draft IR compiled on this resource's device.
+
+        ``threads`` is the profile's (PyTorch and IR scoring share the CPU the same way).
+        """
+        self.validate()
+        return offline_eval.evaluate_offline(
+            target_dir,
+            draft_dir,
+            prompts,
+            max_new_tokens,
+            ks,
+            threads=threads,
+            draft_irs=draft_irs,
+            target_precision=target_precision,
+            device=self.device,
         )
 
     def export_ir(self, model_dir: Path, out_dir: Path, weight_format: str) -> dict:
-        """Export an IR (device independent; compiled per device at load time)."""
+        """Export an IR (device independent; compiled per device at load time).
+
+        `openvino_ir` exports through this method and checks each IR on ``self.device``.
+        """
         return openvino_export.export_ir(model_dir, out_dir, weight_format)

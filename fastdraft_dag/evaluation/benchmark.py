@@ -1,0 +1,216 @@
+"""The `benchmark_tables` runner: offline acceptance, live decoding modes, the release.
+
+Takes plain paths and configs and a *device* (anything with ``device``, ``evaluate_offline`` and
+``benchmark_live``: the Core Ultra resource in the graph, a fake in tests), so the whole
+benchmark-to-release path runs without Dagster. It writes ``results.json`` (every row, the best
+fixed k, the chosen mode), ``results.md``, the figures and the ``release/`` folder, and returns
+a typed ``BenchmarkResult``; the asset only records rows, metadata and checks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastdraft_dag.evaluation.config import BenchConfig
+from fastdraft_dag.evaluation.live import choose_k
+from fastdraft_dag.evaluation.modes import ModeChoice, choose_mode
+from fastdraft_dag.evaluation.results import bench_prompt_set, write_release
+from fastdraft_dag.openvino.genai import PROMPT_LOOKUP_NGRAM
+from fastdraft_dag.reporting import plots
+from fastdraft_dag.reporting.model_card import release_card
+from fastdraft_dag.reporting.tables import render_benchmark
+from fastdraft_dag.storage.artifacts import write_json_atomic
+
+RESULTS_JSON, RESULTS_MD, RELEASE_DIR = "results.json", "results.md", "release"
+
+
+class BenchDevice(Protocol):
+    """Where the benchmark runs: the OpenVINO device every IR is compiled on."""
+
+    device: str
+
+    def evaluate_offline(
+        self,
+        target_dir: Path,
+        draft_dir: Path,
+        prompts: list[dict],
+        max_new_tokens: int,
+        ks: list[int],
+        threads: int,
+        draft_irs: Mapping[str, Path],
+        target_precision: str,
+    ) -> list[dict]: ...
+
+    def benchmark_live(
+        self, target_ir: Path, draft_ir: Path, prompts: list[dict], **kw: Any
+    ) -> dict: ...
+
+
+@dataclass(frozen=True)
+class BenchmarkJob:
+    """What one benchmark reads: the target, the aligned draft, its IRs and the settings."""
+
+    target_name: str
+    target_dir: Path
+    draft_dir: Path
+    irs_dir: Path
+    bench: BenchConfig
+    draft_formats: tuple[str, ...]
+    target_format: str
+    threads: int
+    lineage: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def sd_ir(self) -> Path:
+        return self.irs_dir / f"draft-{self.bench.sd_draft_format}"
+
+    @property
+    def target_ir(self) -> Path:
+        return self.irs_dir / f"target-{self.target_format}"
+
+    @property
+    def reference_ir(self) -> Path | None:
+        if not self.bench.reference_draft:
+            return None
+        return self.irs_dir / f"reference-draft-{self.bench.sd_draft_format}"
+
+
+@dataclass(frozen=True)
+class PromptSets:
+    """The offline and live prompt sets, built (and refused when empty) before any model loads."""
+
+    offline: list[dict]
+    live: list[dict]
+    malformed: dict[str, int]
+
+
+def prompt_sets(bench: BenchConfig) -> PromptSets:
+    offline, malformed = bench_prompt_set(bench.prompts_per_family, bench.prompt_files)
+    live, _ = bench_prompt_set(
+        bench.sd_prompts_per_family,
+        bench.prompt_files,
+        per_user_task=bench.sd_prompts_per_family,
+        setting="bench.sd_prompts_per_family",
+    )
+    return PromptSets(offline, live, malformed)
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Everything the benchmark measured and chose; ``results.json`` is its serialized form."""
+
+    offline: list[dict]
+    wallclock: list[dict]
+    best_k: int
+    choice: ModeChoice
+    device: str
+    divergences: list[dict] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+    malformed_prompts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "offline": self.offline,
+            "wallclock": self.wallclock,
+            "best_k": self.best_k,
+            "choice": self.choice.to_dict(),
+            "device": self.device,
+            "divergences": self.divergences,
+            "samples": self.samples,
+            "malformed_prompts": self.malformed_prompts,
+        }
+
+    @classmethod
+    def load(cls, artifact_dir: Path) -> BenchmarkResult:
+        """Read ``results.json`` (a benchmark from before the mode choice gets it computed)."""
+        data = json.loads((Path(artifact_dir) / RESULTS_JSON).read_text())
+        wall = data["wallclock"]
+        choice = data.get("choice")
+        return cls(
+            offline=data["offline"],
+            wallclock=wall,
+            best_k=int(data["best_k"]),
+            choice=ModeChoice.from_dict(choice) if choice else choose_mode(wall),
+            device=data.get("device", "?"),
+            divergences=data.get("divergences", []),
+            samples=data.get("samples", []),
+            malformed_prompts=data.get("malformed_prompts", {}),
+        )
+
+    def metrics(self) -> dict[str, Any]:
+        """The manifest's headline figures."""
+        return {
+            "best_k": self.best_k,
+            "release_mode": self.choice.chosen.label,
+            "release_speedup": self.choice.chosen.speedup,
+            "sd_pays": self.choice.sd_pays,
+            "rows_offline": len(self.offline),
+            "rows_live": len(self.wallclock),
+        }
+
+
+def _live(job: BenchmarkJob, prompts: list[dict], device: BenchDevice) -> dict:
+    b = job.bench
+    return device.benchmark_live(
+        job.target_ir,
+        job.sd_ir,
+        prompts,
+        tokenizer_dir=job.target_dir,
+        max_new_tokens=b.sd_max_new_tokens,
+        ks=list(b.sd_ks),
+        margin_model_dir=job.target_dir,
+        prompt_lookup=b.prompt_lookup,
+        reference_draft_ir=job.reference_ir,
+        confidence_thresholds=list(b.sd_confidence_thresholds),
+    )
+
+
+def run_benchmark(
+    job: BenchmarkJob, prompts: PromptSets, device: BenchDevice, out: Path
+) -> BenchmarkResult:
+    """Measure offline and live, choose the release's mode, and write results and release."""
+    out = Path(out)
+    b = job.bench
+    offline = device.evaluate_offline(
+        job.target_dir,
+        job.draft_dir,
+        prompts.offline,
+        b.offline_max_new_tokens,
+        list(b.ks),
+        job.threads,
+        {f: job.irs_dir / f"draft-{f}" for f in job.draft_formats},
+        job.target_format,
+    )
+    live = _live(job, prompts.live, device)
+    result = BenchmarkResult(
+        offline=offline,
+        wallclock=live["rows"],
+        best_k=int(live.get("best_k") or choose_k(live["rows"])),
+        choice=choose_mode(live["rows"]),
+        device=device.device,
+        divergences=live.get("divergences", []),
+        samples=live.get("samples", []),
+        malformed_prompts=prompts.malformed,
+    )
+    tables = result.to_json()
+    write_json_atomic(out / RESULTS_JSON, tables)
+    summary = render_benchmark(tables)
+    (out / RESULTS_MD).write_text(summary)
+    figures = plots.benchmark_plots(out, offline, result.wallclock, b.sd_draft_format)
+    card = release_card(
+        target=job.target_name,
+        draft_precision=b.sd_draft_format,
+        choice=tables["choice"],
+        device=result.device,
+        summary_md=summary,
+        images=plots.BENCHMARK_PLOTS,
+        lineage=job.lineage,
+        prompt_lookup_ngram=PROMPT_LOOKUP_NGRAM,
+    )
+    files = {plots.BENCHMARK_PLOTS[alt]: path for alt, path in figures.items()}
+    write_release(out / RELEASE_DIR, job.sd_ir, result.choice, card, files)
+    return result
