@@ -16,8 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.core.models import load_fp32_model
 from fastdraft_dag.distill.kd_rows import IGNORE, encode_row, end_of_turn_ids, is_val
+from fastdraft_dag.draft.derived import load_fp32_model
 
 
 def held_out_rows(

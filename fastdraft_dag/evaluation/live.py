@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.core.models import load_fp32_model
 from fastdraft_dag.core.tokenizers import tokenizer_differences
+from fastdraft_dag.draft.derived import load_fp32_model
 from fastdraft_dag.evaluation.bootstrap import speedup_interval
 from fastdraft_dag.openvino.genai import (
     PROMPT_LOOKUP_NGRAM,

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from fastdraft_dag.core.models import load_fp32_model
 from fastdraft_dag.core.tokenizers import tokenizer_differences
+from fastdraft_dag.draft.derived import load_fp32_model
 from fastdraft_dag.evaluation import metrics
 from fastdraft_dag.openvino.genai import available_devices, check_device
 from fastdraft_dag.openvino.ir_scoring import IRScorer, bytes_per_param, ir_model_file

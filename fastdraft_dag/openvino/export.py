@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.draft.derived import load_fp32_model
 from fastdraft_dag.openvino.ir_scoring import IRScorer
+from fastdraft_dag.openvino.trimmed import INT4_GROUP_SIZE, export_trimmed, is_trimmed
 
 WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
-INT4_GROUP_SIZE = 64
 IR_PROBE = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
 # Largest |IR - PyTorch| last-position logit a correct export shows, per weight format.
 LOGIT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "int8": 5.0, "int4": 10.0}
@@ -85,7 +86,10 @@ def export_ir(model_dir: Path, out_dir: Path, weight_format: str) -> dict:
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     start = time.perf_counter()
     try:
-        _export_model(model_dir, tmp, weight_format)
+        if is_trimmed(model_dir):
+            export_trimmed(model_dir, tmp, weight_format)
+        else:
+            _export_model(model_dir, tmp, weight_format)
         _export_tokenizers(model_dir, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -114,9 +118,8 @@ def _ir_last_logits(ir_dir: Path, prompt_ids: list[int], device: str = "CPU") ->
 def _torch_last_logits(model_dir: Path, prompt_ids: list[int]) -> Any:
     """Last-position fp32 logits of the PyTorch model: the reference the IR must match."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = load_fp32_model(model_dir)  # a trimmed draft: full-vocabulary logits, as its IR
     with torch.no_grad():
         logits = model(torch.tensor([prompt_ids])).logits
     return logits[0, -1].numpy()

@@ -253,7 +253,39 @@ class MixedData:
         return float(self.weights[k]) * self.parts[k].domain_weight(inner)
 
 
-Data = PackedData | SftData | MixedData
+class TrimmedLabels:
+    """Any data, its labels mapped to a trimmed head's rows (draft/derived.py).
+
+    Inputs stay full-vocabulary ids (the embedding is full); a label the head dropped becomes
+    -100, so it adds no loss but still counts in the normaliser (`loss_tokens` reads the plan):
+    the loss is per position of the response, as for an untrimmed draft.
+    """
+
+    def __init__(self, data: PackedData | SftData | MixedData, kept_ids: torch.Tensor, vocab: int):
+        self.data = data
+        self.table = torch.full((vocab,), IGNORE, dtype=torch.long)
+        self.table[kept_ids] = torch.arange(len(kept_ids))
+
+    def remap(self, batch: Batch) -> Batch:
+        labels = batch["labels"]
+        mapped = torch.where(labels == IGNORE, IGNORE, self.table[labels.clamp_min(0)])
+        return {**batch, "labels": mapped}
+
+    def batch(self, plan: np.ndarray) -> Batch:
+        return self.remap(self.data.batch(plan))
+
+    def sample(self, rng: np.random.Generator, n: int) -> Batch:
+        return self.batch(self.data.draw(rng, n))
+
+    def val_batches(self, batch_size: int, n: int) -> Iterator[tuple[str, Batch]]:
+        for name, batch in self.data.val_batches(batch_size, n):
+            yield name, self.remap(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.data, name)
+
+
+Data = PackedData | SftData | MixedData | TrimmedLabels
 
 
 def open_data(spec: dict[str, Any]) -> Data:

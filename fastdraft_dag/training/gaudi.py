@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastdraft_dag.draft.derived import load_draft
+from fastdraft_dag.draft.derived import save_draft as save_hf_draft
 from fastdraft_dag.training.data import Data, open_data
 from fastdraft_dag.training.errors import TrainingError
-from fastdraft_dag.training.model_io import check_fits, save_draft
+from fastdraft_dag.training.model_io import freeze, load_for_training, save_draft, trimmed_data
 from fastdraft_dag.training.telemetry import Log, Report
 from fastdraft_dag.training.throughput import DECLARED_PEAK, flops_per_step, mfu
 
@@ -195,12 +197,10 @@ def _peak(spec: dict[str, Any]) -> float:
 
 def train_gaudi(spec: dict[str, Any], stages: list[Any], log: Log, report: Report) -> dict:
     """All stages with GaudiTrainer; saves the draft + metrics.json like `trainer.train`."""
-    from transformers import AutoModelForCausalLM
-
     datas = [open_data(s.data) for s in stages]  # checksums before anything is loaded
     habana = _habana()
-    model = AutoModelForCausalLM.from_pretrained(spec.init_dir)  # fp32; 4.55 has no dtype=
-    check_fits(model, stages, datas)
+    model = load_for_training(spec, stages, datas)
+    datas = trimmed_data(model, datas)
     out = Path(spec.out_dir)
     root = Path(spec.checkpoint_dir or out / "_checkpoints") / "gaudi"
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -212,7 +212,8 @@ def train_gaudi(spec: dict[str, Any], stages: list[Any], log: Log, report: Repor
         stage_dir = root / f"{i}-{stage.name}"
         final = stage_dir / "final"
         if (final / "summary.json").is_file():
-            model = AutoModelForCausalLM.from_pretrained(final)
+            model = load_draft(final, trimmed=True).train()  # the same head as it was saved
+            freeze(model, spec.freeze)
             results.append(json.loads((final / "summary.json").read_text()))
             log(f"stage {stage.name}: finished earlier, loaded {final}")
             continue
@@ -234,7 +235,7 @@ def train_gaudi(spec: dict[str, Any], stages: list[Any], log: Log, report: Repor
         output = trainer.train(resume_from_checkpoint=last)
         results.append(_stage_summary(stage, data, trainer, output, peak))
         if trainer.is_world_process_zero():
-            trainer.save_model(str(final))
+            save_hf_draft(trainer.model, final)  # full-vocabulary layout + draft_vocab.json
             (final / "summary.json").write_text(json.dumps(results[-1], indent=2))
         report({"event": "stage", **results[-1]})
     metrics = _gaudi_summary(results, model, spec, world, peak)

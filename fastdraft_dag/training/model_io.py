@@ -10,7 +10,9 @@ from typing import Any
 import torch
 
 from fastdraft_dag.core.tokenizers import copy_tokenizer_files
-from fastdraft_dag.training.data import Data
+from fastdraft_dag.draft.derived import kept_ids_of, load_draft
+from fastdraft_dag.draft.derived import save_draft as save_hf_draft
+from fastdraft_dag.training.data import Data, TrimmedLabels
 from fastdraft_dag.training.errors import TrainingError
 from fastdraft_dag.training.spec import Stage, TrainSpec
 
@@ -31,10 +33,36 @@ def check_fits(model: torch.nn.Module, stages: list[Stage], datas: list[Data]) -
             )
 
 
+def load_for_training(spec: TrainSpec, stages: list[Stage], datas: list[Data]) -> torch.nn.Module:
+    """The init draft (its head trimmed when it has a draft vocabulary), frozen parts frozen."""
+    model = load_draft(Path(spec.init_dir), trimmed=True).train()
+    check_fits(model, stages, datas)
+    freeze(model, spec.freeze)
+    return model
+
+
+def trimmed_data(model: torch.nn.Module, datas: list[Data]) -> list[Data]:
+    """Labels mapped to a trimmed head's rows; untouched for a full-vocabulary draft."""
+    kept = kept_ids_of(model)
+    if kept is None:
+        return datas
+    vocab = model.get_input_embeddings().weight.shape[0]
+    return [TrimmedLabels(d, kept, vocab) for d in datas]
+
+
+def freeze(model: torch.nn.Module, parts: tuple[str, ...]) -> None:
+    """Leave the embedding and/or the LM head out of training (the optimizer skips them)."""
+    if "embed" in parts:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    if "head" in parts:
+        model.get_output_embeddings().weight.requires_grad_(False)
+
+
 def save_draft(model: torch.nn.Module, spec: TrainSpec, metrics: dict[str, Any]) -> None:
-    """HF layout + the init dir's tokenizer; metrics.json last, so its presence means 'complete'."""
+    """HF layout + the init dir's tokenizer (and draft vocabulary); metrics.json last, so its
+    presence means 'complete'."""
     out = Path(spec.out_dir)
-    model.to("cpu").save_pretrained(out, safe_serialization=True)
+    save_hf_draft(model.to("cpu"), out)
     copy_tokenizer_files(Path(spec.init_dir), out)
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2))

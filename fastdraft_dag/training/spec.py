@@ -7,7 +7,7 @@ a typo ('warmup': 20) must never silently train with a default.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from fastdraft_dag.training.config import StageConfig
@@ -82,13 +82,17 @@ class TrainSpec:
     peak_flops: float = 0.0  # per device; 0: datasheet figure or measured (throughput.py)
     explode_factor: float = 3.0  # stop when loss > factor x ln(vocab); 0 disables
     zero_stage: int = 2  # DeepSpeed ZeRO-1/2 (hpu backend, more than one device; 0: plain DDP)
-    extra: dict[str, Any] = field(default_factory=dict)  # options of a draft architecture
+    # Parameters left out of training: "embed" (input embedding), "head" (LM head). A tied head
+    # is the embedding: freezing either freezes both.
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.init_dir or not self.out_dir or not self.stages:
             raise TrainingError("spec: 'init_dir', 'out_dir' and 'stages' are required")
         if self.dtype not in ("bf16", "fp32"):
             raise TrainingError(f"spec: dtype {self.dtype!r}, expected 'bf16' or 'fp32'")
+        if set(self.freeze) - {"embed", "head"}:
+            raise TrainingError(f"spec: freeze {list(self.freeze)}, expected 'embed' and/or 'head'")
         if self.zero_stage not in (0, 1, 2):
             raise TrainingError(f"spec: zero_stage {self.zero_stage!r}, expected 0, 1 or 2")
 
@@ -101,7 +105,7 @@ class TrainSpec:
             if not raw.get(key):
                 raise TrainingError(f"spec: {key!r} is required")
         stages = tuple(Stage.from_dict(dict(s)) for s in raw["stages"])
-        return cls(**{**raw, "stages": stages})
+        return cls(**{**raw, "stages": stages, "freeze": tuple(raw.get("freeze", ()))})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +122,7 @@ def build_spec(
     seed: int,
     dtype: str,
     threads: int = 2,
+    freeze: tuple[str, ...] = (),
 ) -> TrainSpec:
     """The run a recipe asks for: each recipe stage on its data, with the recipe's seed/dtype."""
     return TrainSpec(
@@ -127,4 +132,5 @@ def build_spec(
         seed=seed,
         dtype=dtype,
         threads=threads,
+        freeze=tuple(freeze),
     )

@@ -40,7 +40,7 @@ from fastdraft_dag.training.loop import (
     use_bf16,
 )
 from fastdraft_dag.training.losses import CausalLMLoss
-from fastdraft_dag.training.model_io import check_fits, save_draft
+from fastdraft_dag.training.model_io import load_for_training, save_draft, trimmed_data
 from fastdraft_dag.training.spec import Stage, TrainSpec
 from fastdraft_dag.training.telemetry import Log, Report, Telemetry
 from fastdraft_dag.training.throughput import peak_flops
@@ -70,14 +70,6 @@ def _check_world(stages: list[Stage], world: World) -> None:
                 f"stage {stage.name!r}: batch_size={stage.batch_size} is not divisible by the "
                 f"{world.size} processes; the global batch must split evenly"
             )
-
-
-def _load_model(spec: TrainSpec, stages: list[Stage], datas: list[Data]) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(spec.init_dir, dtype=torch.float32)
-    check_fits(model, stages, datas)
-    return model
 
 
 def _summary(run: Run, params: int, spec: TrainSpec, peak_source: str) -> dict[str, Any]:
@@ -136,7 +128,8 @@ def _train(
     torch.manual_seed(int(spec.seed))
     _check_world(stages, world)
     datas = [open_data(s.data) for s in stages]  # verifies every shard before any compute
-    model = _load_model(spec, stages, datas)
+    model = load_for_training(spec, stages, datas)
+    datas = trimmed_data(model, datas)
     device = device_for_rank(backend, world)
     out = Path(spec.out_dir)
     ckpt_dir = Path(spec.checkpoint_dir or out / "_checkpoints")
