@@ -45,8 +45,8 @@ RETRAIN_MAX_RUNTIME_S = 48 * 3600
 # The per-target chain, in order; filtered_corpora is shared and rematerializes on its own.
 TARGET_CHAIN = (
     "tokenized_shards",
-    "pretrained_draft",
     "synthetic_kd_dataset",
+    "pretrained_draft",
     "aligned_draft",
     "openvino_ir",
     "benchmark_tables",

@@ -1,6 +1,7 @@
 """`pretrained_draft`: pre-training on text, then continued pre-training on code + text."""
 
 import dagster as dg
+from transformers import AutoTokenizer
 
 from fastdraft_dag.assets.common import (
     build_artifact,
@@ -9,6 +10,7 @@ from fastdraft_dag.assets.common import (
     tokenizer_check_spec,
 )
 from fastdraft_dag.assets.partitions import TARGETS
+from fastdraft_dag.distill.kd_rows import end_of_turn_ids, read_rows, response_token_ids
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.training.pretrain import check_draft, pretrain_draft
@@ -16,27 +18,35 @@ from fastdraft_dag.training.pretrain import check_draft, pretrain_draft
 
 @dg.asset(
     group_name="training",
-    code_version="2",
-    deps=["tokenized_shards", "target_model"],
+    code_version="3",
+    deps=["tokenized_shards", "synthetic_kd_dataset", "target_model"],
     partitions_def=TARGETS,
     kinds={"pytorch", "hpu"},
     pool="hpu",
     tags={"dagster/max_runtime": str(24 * 3600)},
     check_specs=[tokenizer_check_spec("pretrained_draft")],
-    description="A small Llama-style draft with the target's vocabulary and tokenizer, pre-trained from scratch on text then on a code + text mix, through the HPU training resource (a separate process via Dagster Pipes). Resumable: checkpoints live in the artifact's partial directory until it is complete.",
+    description="The draft before alignment, with the target's tokenizer: either a small Llama pre-trained from scratch on text then on a code + text mix (pretrain.init=random), or derived from the target (its embedding, some decoder layers, final norm and head; pretrain.init=target), its head optionally trimmed to the target's most used response tokens (pretrain.draft_vocab, ranked on synthetic_kd_dataset). Training runs through the HPU training resource (a separate process via Dagster Pipes). Resumable: checkpoints live in the artifact's partial directory until it is complete.",
 )
 def pretrained_draft(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, hpu: HPUTrainingResource
 ) -> dg.MaterializeResult:
     target = pipeline.resolve_target(context.partition_key)
     shards = pipeline.store.latest("tokenized_shards", target.key)
+    kd = pipeline.store.latest("synthetic_kd_dataset", target.key)
     settings = pipeline.profile.settings("pretrained_draft")
-    check_draft(target.path, settings.pretrain)
+    cfg = settings.pretrain
+    check_draft(target.path, cfg)
+    lineage = {"tokenized_shards": shards.data_version, "synthetic_kd_dataset": kd.data_version}
 
     def build(out):
+        responses, eot = [], []
+        if cfg.draft_vocab is not None:  # the head keeps the target's most used response tokens
+            tok = AutoTokenizer.from_pretrained(target.path)
+            responses = response_token_ids(read_rows(kd.path / "kd.jsonl")[0], tok)
+            eot = end_of_turn_ids(target.path, tok)
         return pretrain_draft(
-            target.path, target.name, shards.path, shards.data_version, settings.pretrain,
-            settings.threads, out, lambda spec, work: hpu.train(context, spec, work),
+            target.path, target.name, shards.path, lineage, cfg, settings.threads, out,
+            lambda spec, work: hpu.train(context, spec, work), responses, eot,
         ).metrics  # fmt: skip
 
     art = build_artifact(
@@ -44,7 +54,7 @@ def pretrained_draft(
         pipeline,
         target.key,
         config={**pipeline.profile.version_config("pretrained_draft"), "backend": hpu.backend},
-        inputs={"tokenized_shards": shards.data_version, "target_model": target.revision},
+        inputs={**lineage, "target_model": target.revision},
         build=build,
         resumable=True,  # a killed run leaves .<version>.partial/_checkpoints; a rerun resumes
     )

@@ -193,3 +193,9 @@ def save_sft_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
+
+
+def response_token_ids(rows: list[dict[str, Any]], tokenizer: Any) -> list[list[int]]:
+    """The target's responses as token ids (what a trimmed draft vocabulary is ranked on)."""
+    texts = [r["response"] for r in rows]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 from fastdraft_dag.draft.vocab import VOCAB_FILE, load_vocab, save_vocab
 
 FILL = -1.0e4  # logit of a token the trimmed head dropped: exactly 0 probability in f16 and f32
@@ -182,3 +183,23 @@ def load_fp32_model(model_dir: Path) -> Any:
     model = load_draft(model_dir, trimmed=True)
     vocab = load_vocab(Path(model_dir))
     return FullVocabLogits(model, vocab[1]) if vocab is not None else model
+
+
+def init_derived(
+    target_dir: Path, layers: Sequence[int], out_dir: Path, keep_ids: Sequence[int] | None = None
+) -> dict[str, int]:
+    """Write a target-derived draft (trimmed to `keep_ids` when given) with the target's tokenizer."""
+    model = derive_from_target(target_dir, layers)
+    if keep_ids is not None:
+        trim_head(model, keep_ids)
+    save_draft(model, out_dir, layers=list(layers))
+    copy_tokenizer_files(target_dir, out_dir)
+    head = model.get_output_embeddings().weight
+    emb = model.get_input_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    return {
+        "parameters": total,
+        "embedding_parameters": emb.numel(),
+        "head_rows": int(head.shape[0]),
+        "decoder_parameters": total - emb.numel() - (0 if head is emb else head.numel()),
+    }

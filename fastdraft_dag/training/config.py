@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fastdraft_dag.core.errors import ConfigError
 from fastdraft_dag.draft.sizes import DraftSize
 
 
@@ -32,3 +33,25 @@ class PretrainConfig:
     # "target": start the tied embedding from the target's (SVD). Lower loss at step 0; no gain
     # after 40 steps on the default shards (docs/architecture.md). "random": the usual init.
     init_embeddings: str = "target"
+    # "random": a DraftSize-shaped Llama trained from scratch (the paper's recipe). "target": the
+    # target's embedding, `layers` of its decoder layers ("first" ones or "spread" over the
+    # depth), its final norm and head; it starts from the target's own training.
+    init: str = "random"
+    layers: int = 2
+    layer_choice: str = "first"
+    # Rows of the draft's LM head: the K most frequent tokens of the target's KD responses (a
+    # trimmed head is cheaper to train and to run; coverage is reported). None: full vocabulary.
+    draft_vocab: int | None = None
+    freeze: tuple[str, ...] = ()  # "embed" and/or "head": left out of every training stage
+
+    def __post_init__(self) -> None:
+        if self.init not in ("random", "target"):
+            raise ConfigError(f"pretrain.init {self.init!r}: expected 'random' or 'target'")
+        if self.init == "random" and not self.stages:
+            raise ConfigError("pretrain.stages: a randomly initialized draft needs training")
+        if self.layer_choice not in ("first", "spread"):
+            raise ConfigError(f"pretrain.layer_choice {self.layer_choice!r}: 'first' or 'spread'")
+        if self.draft_vocab is not None and self.draft_vocab < 2:
+            raise ConfigError(f"pretrain.draft_vocab {self.draft_vocab}: expected >= 2 or None")
+        if set(self.freeze) - {"embed", "head"}:
+            raise ConfigError(f"pretrain.freeze {list(self.freeze)}: 'embed' and/or 'head'")
