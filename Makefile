@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install home run bench bench-train bench-data bench-kd report test ui lint format clean browser
+.PHONY: install home run bench bench-train bench-data bench-kd bench-recipe report test ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -42,6 +42,9 @@ bench-data: install  ## filter+dedup MB/s and tokenization tok/s vs baselines; p
 
 bench-kd: install  ## KD generation tok/s: OpenVINO continuous batching vs unbatched generate(), same prompts
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/kd_generation.py
+
+bench-recipe: install  ## draft recipes side by side at one budget (needs `make run` first)
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/recipe_ablation.py --minutes $(or $(MINUTES),6) $(if $(VARIANTS),--variants "$(VARIANTS)") $(if $(CURVE),--curve)
 
 report: install  ## print the last benchmark table again
 	$(BIN)/fastdraft report --profile $(PROFILE)

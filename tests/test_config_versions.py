@@ -17,6 +17,7 @@ READERS: dict[str, set[str]] = {
     "pretrain": {"pretrained_draft"},
     "pretrain.seed": {"pretrained_draft", "aligned_draft"},
     "pretrain.dtype": {"pretrained_draft", "aligned_draft"},
+    "pretrain.freeze": {"pretrained_draft", "aligned_draft"},
     "kd": {"synthetic_kd_dataset"},
     "kd.max_new_tokens": {"synthetic_kd_dataset", "aligned_draft"},
     "kd.batch_size": {"synthetic_kd_dataset", "aligned_draft"},

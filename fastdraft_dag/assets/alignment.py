@@ -214,6 +214,7 @@ def aligned_draft(
         seed=settings.pretrain.seed,
         dtype=settings.pretrain.dtype,
         threads=settings.threads,
+        freeze=tuple(settings.pretrain.freeze),
     )
     lineage = {"pretrained_draft": pretrained.data_version, "synthetic_kd_dataset": kd.data_version}
 

@@ -34,6 +34,7 @@ class AlignJob:
     seed: int  # pretrain.seed
     dtype: str  # pretrain.dtype
     threads: int
+    freeze: tuple[str, ...] = ()  # pretrain.freeze: the same parts stay frozen in alignment
 
 
 def data_parts(
@@ -107,7 +108,7 @@ def align_draft(
     parts = data_parts(cfg, work / "sft.npz", on_policy_npz, shards)
     spec = build_spec(
         str(pretrained), str(out), [(cfg.stage, data_spec(parts))],
-        seed=job.seed, dtype=job.dtype, threads=job.threads,
+        seed=job.seed, dtype=job.dtype, threads=job.threads, freeze=job.freeze,
     )  # fmt: skip
     metrics = train(spec, work)  # checkpoints: out/_checkpoints
     for scratch in (work, out / "_checkpoints"):
