@@ -226,7 +226,7 @@ def test_invalid_draft_config_fails_before_training(tiny, monkeypatch):
     bad = dataclasses.replace(
         profiles.TINY,
         name="bad",
-        pretrain=dataclasses.replace(profiles.TINY.pretrain, draft=bad_draft),
+        pretrain=dataclasses.replace(profiles.TINY.pretrain, draft=bad_draft, init="random"),
     )
     monkeypatch.setitem(profiles.PROFILES, "bad", bad)
     defs = build_defs("bad", str(root))
@@ -237,6 +237,15 @@ def test_invalid_draft_config_fails_before_training(tiny, monkeypatch):
     assert "hidden_size" in message
     partial = list((root / "pretrained_draft" / "tiny-random").glob(".*"))
     assert partial == [], "a failed config left a partial artifact"
+    too_deep = dataclasses.replace(profiles.TINY.pretrain, layers=5)  # the tiny target has 2
+    monkeypatch.setitem(
+        profiles.PROFILES,
+        "deep",
+        dataclasses.replace(profiles.TINY, name="deep", pretrain=too_deep),
+    )
+    result = _run(build_defs("deep", str(root)), instance, selection="pretrained_draft")
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "draft.layers: 5, expected 1..2" in str(failure.event_specific_data.error)
 
 
 @pytest.mark.parametrize("name", ["tiny", "default", "paper"])

@@ -25,6 +25,7 @@ import numpy as np
 from fastdraft_dag.distill.backends import pad_batch, torch_generation_config
 from fastdraft_dag.distill.gate import greedy_next
 from fastdraft_dag.distill.kd_rows import IGNORE, end_of_turn_ids
+from fastdraft_dag.draft.vocab import load_vocab
 from fastdraft_dag.prompts.render import encode_prompt
 
 
@@ -36,6 +37,20 @@ def _cut(new_ids: list[int], eos: list[int]) -> tuple[list[int], str]:
     return new_ids, "length"
 
 
+class _KeepOnly:
+    """Logits processor: every token outside `kept` gets -inf (a trimmed head's vocabulary)."""
+
+    def __init__(self, kept: Any) -> None:
+        import torch
+
+        self.kept = torch.as_tensor(kept)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        masked = scores.new_full(scores.shape, float("-inf"))
+        masked[:, self.kept] = scores[:, self.kept]
+        return masked
+
+
 def draft_responses(
     draft: Any,
     prompts: list[list[int]],
@@ -43,14 +58,22 @@ def draft_responses(
     temperature: float,
     eos: list[int],
     pad_id: int,
+    kept_ids: Any = None,
 ) -> list[tuple[list[int], str]]:
-    """(response ids, finish) per prompt, sampled from the draft in one left-padded batch."""
+    """(response ids, finish) per prompt, sampled from the draft in one left-padded batch.
+
+    A trimmed draft (`kept_ids`) samples only the tokens its head keeps, as its IR does.
+    """
     import torch
+    from transformers import LogitsProcessorList
 
     config = torch_generation_config(max_new_tokens, temperature, eos, pad_id)
     ids, mask = pad_batch(prompts, pad_id, left=True)
+    keep = LogitsProcessorList([_KeepOnly(kept_ids)] if kept_ids is not None else [])
     with torch.inference_mode():
-        out = draft.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        out = draft.generate(
+            input_ids=ids, attention_mask=mask, generation_config=config, logits_processor=keep
+        )
     return [_cut(row, eos) for row in out[:, ids.shape[1] :].tolist()]
 
 
@@ -115,6 +138,8 @@ def build_on_policy_arrays(
     eos = end_of_turn_ids(target_dir, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype=torch.float32).eval()
+    vocab = load_vocab(Path(draft_dir))
+    kept = vocab[0] if vocab is not None else None
     target = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32).eval()
     torch.manual_seed(seed)
     counts: Counter = Counter()
@@ -131,7 +156,7 @@ def build_on_policy_arrays(
     for i in range(0, len(encoded), batch_size):
         prompts = encoded[i : i + batch_size]
         new = min(max_new_tokens, max_len - len(prompts[-1]))  # the longest prompt must fit
-        answers = draft_responses(draft, prompts, new, temperature, eos, pad_id)
+        answers = draft_responses(draft, prompts, new, temperature, eos, pad_id, kept)
         pairs = [(p, r) for p, (r, _) in zip(prompts, answers, strict=True) if r]
         counts.update(f for _, f in answers)
         counts["empty_response"] += len(prompts) - len(pairs)

@@ -31,9 +31,15 @@ class PretrainResult:
 
 
 def check_draft(target_dir: Path, cfg: PretrainConfig) -> None:
-    """An invalid draft size fails here, before any training."""
+    """An invalid draft size or layer choice fails here, before any training."""
     if cfg.init == "random":
         derive_draft_config(target_dir, cfg.draft)
+    else:
+        from transformers import AutoConfig
+
+        pick_layers(
+            AutoConfig.from_pretrained(target_dir).num_hidden_layers, cfg.layers, cfg.layer_choice
+        )
 
 
 def pretrain_spec(
