@@ -49,7 +49,7 @@ bench-recipe: install  ## draft recipes side by side at one budget (needs `make 
 report: install  ## print the last benchmark table again
 	$(BIN)/fastdraft report --profile $(PROFILE)
 
-# Headless Chromium for the UI tests (tests/test_ui.py): Debian's package, since Playwright's own
+# Headless Chromium for the UI tests (tests/assets/test_ui.py): Debian's package, since Playwright's own
 # browser download is not reachable everywhere. Idempotent; sudo only when not root.
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
