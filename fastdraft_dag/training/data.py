@@ -116,8 +116,12 @@ class SftData:
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.integers(len(self.train["input_ids"]), size=n)
 
-    def batch(self, plan: np.ndarray) -> Batch:
+    def rows(self, plan: np.ndarray) -> Batch:
+        """The planned rows at the full padded width (what a mixed batch lays out)."""
         return {k: torch.from_numpy(self.train[k][plan]) for k in self.KEYS}
+
+    def batch(self, plan: np.ndarray) -> Batch:
+        return _crop({k: self.train[k][plan] for k in self.KEYS})
 
     def loss_tokens(self, plan: np.ndarray) -> int:
         return int(self._row_loss_tokens[plan].sum())
@@ -129,10 +133,20 @@ class SftData:
         total = len(self.val["input_ids"])
         for i in range(min(n, math.ceil(total / batch_size))):
             idx = np.arange(i * batch_size, min(total, (i + 1) * batch_size))
-            yield "sft", {k: torch.from_numpy(self.val[k][idx]) for k in self.KEYS}
+            yield "sft", _crop({k: self.val[k][idx] for k in self.KEYS})
 
     def domain_weight(self, domain: str) -> float:
         return 1.0
+
+
+def _crop(arrays: dict[str, np.ndarray]) -> Batch:
+    """Rows cut to the longest one in the batch: the padding after it is never computed.
+
+    Rows are right-padded and attention is causal, so dropping trailing all-padding columns
+    changes no logit and no label; an SFT batch of 8 answers padded to 512 is mostly padding.
+    """
+    width = max(int(arrays["attention_mask"].sum(axis=1).max()), 2)
+    return {k: torch.from_numpy(np.ascontiguousarray(v[:, :width])) for k, v in arrays.items()}
 
 
 def _as_sft(batch: Batch, width: int) -> Batch:
@@ -222,7 +236,9 @@ class MixedData:
         for k, part in enumerate(self.parts):
             where = np.flatnonzero(plan[:, 0] == k)
             if len(where):
-                sub = _as_sft(part.batch(self._sub(k, plan[where])), width)
+                rows = self._sub(k, plan[where])
+                raw = part.rows(rows) if isinstance(part, SftData) else part.batch(rows)
+                sub = _as_sft(raw, width)
                 for key, value in sub.items():
                     out[key][torch.from_numpy(where)] = value.long()
         return out

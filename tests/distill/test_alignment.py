@@ -162,7 +162,7 @@ def test_mixed_batch_shapes_and_masks(mixed_inputs: dict) -> None:
     assert (batch["attention_mask"][packed] == 1).all()
     assert torch.equal(batch["labels"][packed], batch["input_ids"][packed])
     # SFT rows: exactly what the SFT data gives for the same row indices.
-    ref = sft.batch(plan[own, 1])
+    ref = sft.rows(plan[own, 1])
     for key in ("input_ids", "labels", "attention_mask"):
         assert torch.equal(batch[key][own], ref[key].long())
     assert data.loss_tokens(plan) == int((batch["labels"][:, 1:] != IGNORE).sum())
@@ -379,7 +379,14 @@ def test_pretrain_runner_trains_every_recipe_stage(world: dict, tmp_path: Path) 
     )  # fmt: skip
     out = tmp_path / "pretrained"
     result = pretrain_draft(
-        world["root"] / "tok", "word-target", world["shards"], "v1", cfg, 1, out, _in_process
+        world["root"] / "tok",
+        "word-target",
+        world["shards"],
+        {"tokenized_shards": "v1"},
+        cfg,
+        1,
+        out,
+        _in_process,
     )
     assert [s["name"] for s in result.metrics["stages"]] == ["pretrain", "continued"]
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
