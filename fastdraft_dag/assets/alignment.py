@@ -189,7 +189,7 @@ def _gate_result(m: dict, min_gain: float) -> dg.AssetCheckResult:
 
 @dg.asset(
     group_name="alignment",
-    code_version="3",
+    code_version="4",
     deps=["pretrained_draft", "synthetic_kd_dataset", "tokenized_shards", "target_model"],
     partitions_def=TARGETS,
     kinds={"pytorch", "hpu"},

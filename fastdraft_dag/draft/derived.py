@@ -151,6 +151,20 @@ def load_draft(model_dir: Path, trimmed: bool = True) -> Any:
     return model
 
 
+class ScatteredHead(torch.nn.Module):
+    """A trimmed head whose output is full-vocabulary again (dropped ids at FILL)."""
+
+    def __init__(self, head: torch.nn.Module, kept: torch.Tensor, vocab_size: int) -> None:
+        super().__init__()
+        self.head, self.kept, self.vocab_size = head, kept, vocab_size
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden)
+        full = logits.new_full((*logits.shape[:-1], self.vocab_size), FILL)
+        full[..., self.kept] = logits
+        return full
+
+
 class FullVocabLogits(torch.nn.Module):
     """A trimmed draft that returns full-vocabulary logits (dropped ids at FILL), as its IR does.
 
@@ -162,6 +176,12 @@ class FullVocabLogits(torch.nn.Module):
         super().__init__()
         self.model, self.vocab_size = model, vocab_size
         self.config = model.config
+
+    def get_output_embeddings(self) -> ScatteredHead:
+        """The head as callers that score positions themselves (the gate) must see it."""
+        return ScatteredHead(
+            self.model.get_output_embeddings(), kept_ids_of(self.model), self.vocab_size
+        )
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         out = self.model(*args, **kwargs)

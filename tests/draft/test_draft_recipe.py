@@ -68,6 +68,11 @@ def test_trimmed_head_round_trip(tiny_target_dir: Path, tmp_path: Path) -> None:
     assert torch.allclose(out[..., kept], small, atol=1e-5)
     dropped = np.setdiff1d(np.arange(vocab), kept)
     assert torch.all(out[..., dropped] == derived.FILL)
+    # The gate scores positions through the head itself: it must see full-vocabulary ids too.
+    from fastdraft_dag.distill.gate import greedy_next
+
+    picked = greedy_next(back, ids, torch.ones_like(ids), [[0, 1, 2, 3]])[0]
+    assert picked == out[0].argmax(-1).tolist() and set(picked) <= set(kept.tolist())
     # A plain transformers user gets a working full-vocabulary draft from the same directory.
     from transformers import AutoModelForCausalLM
 
