@@ -51,17 +51,17 @@ def variants(base: PretrainConfig) -> dict[str, PretrainConfig]:
     """The recipe levers of issue 13, each one step away from the chosen default."""
     derived = replace(base, init="target", stages=(), freeze=("embed", "head"))
     return {
-        "scratch d128x4 (old default)": replace(
+        "scratch-d128x4 (old default)": replace(
             base, init="random", draft=SCRATCH, draft_vocab=None, freeze=(),
             stages=(StageConfig("pretrain", steps=100, batch_size=8, lr=3e-3, warmup_steps=10,
                                 eval_every=0),),
         ),  # fmt: skip
-        "target 2 first, full vocab": replace(derived, layers=2, draft_vocab=None),
-        "target 2 first, 8k vocab": replace(derived, layers=2, draft_vocab=8192),
-        "target 2 first, 4k vocab": replace(derived, layers=2, draft_vocab=4096),
-        "target 2 first, 8k, head trained": replace(derived, layers=2, draft_vocab=8192, freeze=("embed",)),
-        "target 2 spread, 8k vocab": replace(derived, layers=2, layer_choice="spread", draft_vocab=8192),
-        "target 4 first, 8k vocab": replace(derived, layers=4, draft_vocab=8192),
+        "target-2first-fullvocab": replace(derived, layers=2, draft_vocab=None),
+        "target-2first-8k (default)": replace(derived, layers=2, draft_vocab=8192),
+        "target-2first-4k": replace(derived, layers=2, draft_vocab=4096),
+        "target-2first-8k-headtrained": replace(derived, layers=2, draft_vocab=8192, freeze=("embed",)),
+        "target-2spread-8k": replace(derived, layers=2, layer_choice="spread", draft_vocab=8192),
+        "target-4first-8k": replace(derived, layers=4, draft_vocab=8192),
     }  # fmt: skip
 
 
