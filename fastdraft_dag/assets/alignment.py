@@ -88,7 +88,7 @@ def kd_quality_checks(quality: dict, drops: dict) -> list[dg.AssetCheckResult]:
 
 @dg.asset(
     group_name="alignment",
-    code_version="2",
+    code_version="3",
     deps=["target_model"],
     partitions_def=TARGETS,
     kinds={"pytorch", "jsonl", "duckdb"},

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastdraft_dag.core.tokenizers import TOKENIZER_FILES, copy_tokenizer_files  # noqa: F401
+from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 from fastdraft_dag.draft.sizes import (  # re-exported: profiles and callers import them here
     PRESETS,
     DraftConfigError,

@@ -151,6 +151,13 @@ def load_draft(model_dir: Path, trimmed: bool = True) -> Any:
     return model
 
 
+def to_full_vocab(logits: torch.Tensor, kept: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Trimmed logits [..., K] scattered into [..., vocab_size] at FILL: what the IR computes."""
+    full = logits.new_full((*logits.shape[:-1], vocab_size), FILL)
+    full[..., kept] = logits
+    return full
+
+
 class ScatteredHead(torch.nn.Module):
     """A trimmed head whose output is full-vocabulary again (dropped ids at FILL)."""
 
@@ -159,10 +166,7 @@ class ScatteredHead(torch.nn.Module):
         self.head, self.kept, self.vocab_size = head, kept, vocab_size
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.head(hidden)
-        full = logits.new_full((*logits.shape[:-1], self.vocab_size), FILL)
-        full[..., self.kept] = logits
-        return full
+        return to_full_vocab(self.head(hidden), self.kept, self.vocab_size)
 
 
 class FullVocabLogits(torch.nn.Module):
@@ -185,10 +189,7 @@ class FullVocabLogits(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         out = self.model(*args, **kwargs)
-        logits = out.logits
-        full = logits.new_full((*logits.shape[:-1], self.vocab_size), FILL)
-        full[..., kept_ids_of(self.model)] = logits
-        out.logits = full
+        out.logits = to_full_vocab(out.logits, kept_ids_of(self.model), self.vocab_size)
         return out
 
     def __getattr__(self, name: str) -> Any:
