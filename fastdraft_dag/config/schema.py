@@ -29,7 +29,7 @@ ASSET_SETTINGS: dict[str, tuple[str, ...]] = {
     "aligned_draft": (
         "align.stage", "align.max_len", "align.val_fraction", "align.drop_truncated",
         "align.pretrain_mix", "align.on_policy", "align.on_policy_fraction",
-        "align.on_policy_temperature", "kd.max_new_tokens", "kd.batch_size", "pretrain.seed",
+        "align.on_policy_temperature", "align.teacher_topk", "kd.max_new_tokens", "kd.batch_size", "pretrain.seed",
         "pretrain.dtype", "pretrain.freeze", "threads",
     ),
     "openvino_ir": ("export", "bench.reference_draft", "bench.sd_draft_format"),

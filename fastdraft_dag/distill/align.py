@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fastdraft_dag.distill.config import AlignConfig
 from fastdraft_dag.distill.gate import held_out_acceptance, held_out_rows, train_prompt_rows
 from fastdraft_dag.distill.kd_rows import build_sft_arrays, read_rows, save_sft_npz
 from fastdraft_dag.distill.on_policy import build_on_policy_arrays
+from fastdraft_dag.distill.teacher_logits import teacher_topk, torch_target_logits
 from fastdraft_dag.reporting.model_card import write_model_card
 from fastdraft_dag.reporting.plots import loss_curve_plot, train_log_rows
 from fastdraft_dag.training.spec import TrainSpec, build_spec
@@ -80,6 +83,19 @@ def _on_policy(
     return work / "on_policy.npz", stats
 
 
+def _teacher(job: AlignJob, target_dir: Path, arrays: dict, work: Path, log: Log) -> dict:
+    """The target's top-k over the train rows, computed once: a resumed run reuses the file."""
+    path = work / f"teacher_top{job.align.teacher_topk}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return dict(z)
+    log(f"teacher pass: the target's top-{job.align.teacher_topk} over the KD answers")
+    logits = torch_target_logits(target_dir, job.threads or None)
+    teacher = teacher_topk(arrays, logits, job.align.teacher_topk)
+    save_sft_npz(teacher, path)
+    return teacher
+
+
 def align_draft(
     target_dir: Path,
     target_name: str,
@@ -100,6 +116,8 @@ def align_draft(
     )
     work = out / "_work"
     work.mkdir(parents=True, exist_ok=True)
+    if cfg.stage.loss != "ce":
+        arrays |= _teacher(job, target_dir, arrays, work, log)
     save_sft_npz(arrays, work / "sft.npz")
     on_policy_npz, on_policy_stats = None, {}
     if cfg.on_policy:

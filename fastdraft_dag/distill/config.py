@@ -65,6 +65,9 @@ class AlignConfig:
     # The gate (aligned_beats_pretrained) passes when held-out greedy acceptance rises by more
     # than this. Not part of the artifact version: changing it re-judges, it does not retrain.
     gate_min_gain: float = 0.0
+    # Logit distillation (stage.loss "fkl" or "tvd"): the target's top-k per answer token,
+    # computed once by a teacher pass over the KD rows (teacher_logits.py).
+    teacher_topk: int = 32
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.pretrain_mix < 1.0:
@@ -72,6 +75,13 @@ class AlignConfig:
         if not 0.0 < self.on_policy_fraction <= 1.0:
             raise ProfileError(
                 f"align.on_policy_fraction: {self.on_policy_fraction}, expected in (0, 1]"
+            )
+        if self.teacher_topk < 1:
+            raise ProfileError(f"align.teacher_topk: {self.teacher_topk}, expected >= 1")
+        if self.stage.loss != "ce" and (self.pretrain_mix or self.on_policy):
+            raise ProfileError(
+                f"align.stage.loss {self.stage.loss!r} needs the target's logits on every row: "
+                "set align.pretrain_mix 0 and align.on_policy false (or loss 'ce')"
             )
         if self.on_policy_temperature < 0:
             raise ProfileError(f"align.on_policy_temperature: {self.on_policy_temperature} < 0")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from fastdraft_dag.core.errors import ConfigError
 from fastdraft_dag.draft.sizes import DraftSize
 
+STAGE_LOSSES = ("ce", "fkl", "tvd")  # training/losses.py
+
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -22,6 +24,13 @@ class StageConfig:
     grad_clip: float = 1.0
     eval_every: int = 100
     eval_batches: int = 8
+    # "ce": next-token cross-entropy on the labels. "fkl" / "tvd": distance to the target's
+    # top-k logits (alignment only: its teacher pass computes them; training/losses.py).
+    loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        if self.loss not in STAGE_LOSSES:
+            raise ConfigError(f"stage {self.name!r}: loss {self.loss!r}, expected {STAGE_LOSSES}")
 
 
 @dataclass(frozen=True)
@@ -55,3 +64,9 @@ class PretrainConfig:
             raise ConfigError(f"pretrain.draft_vocab {self.draft_vocab}: expected >= 2 or None")
         if set(self.freeze) - {"embed", "head"}:
             raise ConfigError(f"pretrain.freeze {list(self.freeze)}: 'embed' and/or 'head'")
+        logit = [s.name for s in self.stages if s.loss != "ce"]
+        if logit:
+            raise ConfigError(
+                f"pretrain.stages {logit}: loss must be 'ce'; logit losses need the target's "
+                "logits, which only alignment computes (align.stage.loss)"
+            )

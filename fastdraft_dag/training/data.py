@@ -27,6 +27,9 @@ Batch = dict[str, torch.Tensor]
 IGNORE = -100
 
 
+TEACHER_KEYS = ("teacher_ids", "teacher_logp")
+
+
 class DataError(TrainingError):
     """Training data that cannot be used; the message names the file or setting."""
 
@@ -99,6 +102,8 @@ class SftData:
                 raise DataError(f"sft data {path!r}: missing arrays {missing}")
             self.train = {k: np.asarray(z[f"train_{k}"], dtype=np.int64) for k in self.KEYS}
             self.val = {k: np.asarray(z[f"val_{k}"], dtype=np.int64) for k in self.KEYS}
+            # The target's top-k per label position (distill/teacher_logits.py), train rows only.
+            self.train |= {k: z[f"train_{k}"] for k in TEACHER_KEYS if f"train_{k}" in z}
         self._row_loss_tokens = (self.train["labels"][:, 1:] != IGNORE).sum(axis=1)
         empty = np.flatnonzero(self._row_loss_tokens == 0)
         if len(self.train["labels"]) == 0 or len(empty):
@@ -121,7 +126,7 @@ class SftData:
         return {k: torch.from_numpy(self.train[k][plan]) for k in self.KEYS}
 
     def batch(self, plan: np.ndarray) -> Batch:
-        return _crop({k: self.train[k][plan] for k in self.KEYS})
+        return _crop({k: v[plan] for k, v in self.train.items()})
 
     def loss_tokens(self, plan: np.ndarray) -> int:
         return int(self._row_loss_tokens[plan].sum())
@@ -285,7 +290,10 @@ class TrimmedLabels:
     def remap(self, batch: Batch) -> Batch:
         labels = batch["labels"]
         mapped = torch.where(labels == IGNORE, IGNORE, self.table[labels.clamp_min(0)])
-        return {**batch, "labels": mapped}
+        out = {**batch, "labels": mapped}
+        if "teacher_ids" in batch:  # teacher ids the head dropped become -1 (its residual mass)
+            out["teacher_ids"] = self.table[batch["teacher_ids"].long()].clamp_min(-1)
+        return out
 
     def batch(self, plan: np.ndarray) -> Batch:
         return self.remap(self.data.batch(plan))

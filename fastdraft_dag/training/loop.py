@@ -320,6 +320,7 @@ def run_stage(run: Run, i: int, stage: Stage, data: Data, offset: int, p: Progre
     every_log = max(1, stage.steps // 10)
     every_ckpt = run.spec.checkpoint_every
     run.seq_len = data.seq_len
+    run.lm.objective = stage.loss
     run.tel.log(
         f"stage {stage.name}: steps {p.step + 1}..{stage.steps}, global batch "
         f"{stage.batch_size}x{stage.grad_accum} over {run.world.size} process(es)"

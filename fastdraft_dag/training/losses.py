@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fastdraft_dag.training.config import STAGE_LOSSES
 from fastdraft_dag.training.data import IGNORE, Batch
 
 CHUNK = 256  # positions per chunk: best GEMM efficiency measured for d=128, V=49k on 2 cores
@@ -129,6 +130,40 @@ def fused_head_supported(model: torch.nn.Module) -> bool:
     )
 
 
+LOGIT_LOSSES = tuple(k for k in STAGE_LOSSES if k != "ce")
+
+
+def sparse_logit_loss_sum(
+    logits: torch.Tensor, teacher_cols: torch.Tensor, teacher_logp: torch.Tensor, kind: str
+) -> torch.Tensor:
+    """Summed distance between the draft and the target's stored top-k, per position.
+
+    `logits` [N, K] are the draft's over its own K head rows; `teacher_cols` [N, k] the teacher's
+    top-k ids as head rows (-1 where the draft's head dropped the id) and `teacher_logp` [N, k]
+    their log-probabilities under the target's full softmax. Storing only the top-k biases
+    towards the head of the distribution (2503.16870), so the mass outside the kept support is
+    one residual bucket on both sides rather than ignored: r_p = 1 - sum p, r_q = 1 - sum q.
+    "fkl" is KL(target || draft) on those buckets, "tvd" half the L1 distance (1 - TVD is the
+    acceptance rate of sampled speculative decoding). Both are lower bounds of the full-vocabulary
+    values and equal them when the support is the whole vocabulary.
+    """
+    if kind not in LOGIT_LOSSES:
+        raise ValueError(f"logit loss {kind!r}: expected one of {LOGIT_LOSSES}")
+    logq_all = torch.log_softmax(logits.float(), dim=-1)
+    kept = teacher_cols >= 0
+    logq = logq_all.gather(1, teacher_cols.clamp_min(0)).masked_fill(~kept, 0.0)
+    logp = teacher_logp.float().masked_fill(~kept, 0.0)
+    p, q = logp.exp() * kept, logq.exp() * kept
+    r_p = (1.0 - p.sum(-1)).clamp_min(0.0)
+    r_q = (1.0 - q.sum(-1)).clamp_min(0.0)
+    if kind == "tvd":
+        return 0.5 * ((p - q).abs().sum() + (r_p - r_q).abs().sum())
+    eps = 1e-8
+    head = (p * (logp - logq)).sum()
+    tail = (r_p * ((r_p + eps).log() - (r_q + eps).log())).sum()
+    return head + tail
+
+
 class CausalLMLoss(torch.nn.Module):
     """A causal LM that returns the *summed* next-token CE of a batch (the caller normalises).
 
@@ -142,8 +177,15 @@ class CausalLMLoss(torch.nn.Module):
         self.model = model
         self.fused = fused and fused_head_supported(model)
         self.chunk = chunk
+        # The training objective of the current stage ("ce" or a LOGIT_LOSSES entry); set by the
+        # loop per stage. Evaluation always reports CE, so validation losses stay comparable.
+        self.objective = "ce"
 
-    def forward(self, input_ids, labels, attention_mask=None) -> torch.Tensor:  # noqa: D102
+    def forward(  # noqa: D102
+        self, input_ids, labels, attention_mask=None, teacher_ids=None, teacher_logp=None
+    ) -> torch.Tensor:
+        if self.training and self.objective != "ce":
+            return self._logit_loss(input_ids, labels, attention_mask, teacher_ids, teacher_logp)
         if not self.fused:
             batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
             return batch_loss(self.model, batch) * (labels[:, 1:] != IGNORE).sum()
@@ -159,3 +201,21 @@ class CausalLMLoss(torch.nn.Module):
         if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad):
             return FusedLinearCrossEntropy.apply(h, w, y, self.chunk, _compute_dtype(h.device))
         return chunked_ce_sum(h, w, y, self.chunk)
+
+    def _logit_loss(self, input_ids, labels, attention_mask, teacher_ids, teacher_logp):
+        """The stage's logit loss on the positions that carry a label (head over those only)."""
+        if teacher_ids is None or teacher_logp is None:
+            raise ValueError(
+                f"objective {self.objective!r} needs teacher_ids/teacher_logp in the data "
+                "(the align stage's teacher pass); this batch has none"
+            )
+        hidden = self.model.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        keep = (labels[:, 1:] != IGNORE).reshape(-1)
+        h = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
+        k = teacher_ids.shape[-1]
+        cols = teacher_ids[:, 1:].reshape(-1, k)[keep].long()
+        logp = teacher_logp[:, 1:].reshape(-1, k)[keep]
+        logits = self.model.get_output_embeddings()(h)
+        return sparse_logit_loss_sum(logits, cols, logp, self.objective)

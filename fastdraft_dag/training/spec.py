@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from fastdraft_dag.training.config import StageConfig
+from fastdraft_dag.training.config import STAGE_LOSSES, StageConfig
 from fastdraft_dag.training.errors import TrainingError
 
 
@@ -30,6 +30,7 @@ class Stage:
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: evaluate only at the end of the stage
     eval_batches: int = 4
+    loss: str = "ce"  # "ce" on the labels, or a logit loss on the data's teacher top-k (losses.py)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Stage:
@@ -41,6 +42,10 @@ class Stage:
         stage = cls(**raw)
         if stage.steps <= 0 or stage.batch_size <= 0 or stage.grad_accum <= 0:
             raise TrainingError(f"stage {stage.name!r}: steps, batch_size, grad_accum must be > 0")
+        if stage.loss not in STAGE_LOSSES:
+            raise TrainingError(
+                f"stage {stage.name!r}: loss {stage.loss!r}, expected {STAGE_LOSSES}"
+            )
         return stage
 
     @classmethod
@@ -59,6 +64,7 @@ class Stage:
             grad_clip=cfg.grad_clip,
             eval_every=cfg.eval_every,
             eval_batches=cfg.eval_batches,
+            loss=cfg.loss,
         )
 
 

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from training_fixtures import write_sft, write_shards
 
+from fastdraft_dag.core.errors import ConfigError as ProfileError
 from fastdraft_dag.distill import gate as G
 from fastdraft_dag.distill.align import AlignJob, align_draft
 from fastdraft_dag.distill.config import AlignConfig
@@ -406,3 +407,29 @@ def test_align_runner_builds_a_gated_draft_without_dagster(world: dict, tmp_path
     assert gate["aligned"]["overall"] > gate["pretrained"]["overall"]
     assert metrics["data_parts"] == [{"name": "kd", "kind": "sft", "weight": 1.0}]
     assert (out / "model.safetensors").is_file() and not (out / "_work").exists()
+
+
+def test_align_runner_distils_the_targets_logits(world: dict, tmp_path: Path) -> None:
+    """align.stage.loss 'fkl': a teacher pass, then training on the target's top-k, gated."""
+    kd_dir = tmp_path / "kd"
+    kd_dir.mkdir()
+    (kd_dir / "kd.jsonl").write_text("".join(json.dumps(r) + "\n" for r in world["rows"]))
+    stage = StageConfig("align", steps=40, batch_size=8, lr=3e-3, warmup_steps=2, eval_batches=1,
+                        loss="fkl")  # fmt: skip
+    job = AlignJob(AlignConfig(stage, max_len=64, val_fraction=0.25, teacher_topk=8), 16, 4, 0,
+                   "fp32", 1)  # fmt: skip
+    logs: list[str] = []
+    metrics = align_draft(world["target"], "word-target", world["pretrained"], kd_dir, None,
+                          {"pretrained_draft": "p"}, job, tmp_path / "aligned", _in_process,
+                          log=logs.append)  # fmt: skip
+    assert any("teacher pass" in m for m in logs)
+    gate = metrics["gate"]
+    assert gate["aligned"]["overall"] > gate["pretrained"]["overall"]
+
+
+def test_logit_loss_refuses_rows_without_teacher_logits() -> None:
+    stage = StageConfig("align", steps=1, batch_size=1, lr=1e-3, loss="tvd")
+    with pytest.raises(ProfileError, match="pretrain_mix"):
+        AlignConfig(stage, pretrain_mix=0.2)
+    with pytest.raises(ProfileError, match="loss"):
+        StageConfig("align", steps=1, batch_size=1, lr=1e-3, loss="kl")
