@@ -13,6 +13,8 @@ from fastdraft_dag.training.config import StageConfig
 class KDConfig:
     n_instruction: int = 400
     n_code: int = 200
+    n_text: int = 0  # raw prose openings to continue (training split of the built-in corpora)
+    n_summarization: int = 0  # prose passages with a request to summarize them
     max_new_tokens: int = 128
     batch_size: int = 8  # sequences in flight (openvino) or per static batch (torch)
     # {temperature: weight}: each prompt is answered at one temperature drawn by a hash of its
@@ -29,6 +31,11 @@ class KDConfig:
     # and `datasets` loaders, deduplicated with the built-in prompts and checked for overlap
     # with every evaluation text (an overlap fails synthetic_kd_dataset).
     prompt_sources: tuple[PromptSource, ...] = ()
+
+    def prompt_counts(self) -> dict[str, int]:
+        """Built-in prompts wanted per family (kd_prompts.builtin_families)."""
+        keys = ("n_instruction", "n_code", "n_text", "n_summarization")
+        return {k: getattr(self, k) for k in keys}
 
     def __post_init__(self) -> None:
         parsed = tuple(

@@ -25,8 +25,7 @@ def build_prompts(
     try:
         eval_rows, heldout = evaluation_texts(eval_files)
         prompts, stats = assemble_prompts(
-            cfg.n_instruction, cfg.n_code, cfg.seed, cfg.max_prompt_chars, cfg.prompt_sources,
-            eval_rows,
+            cfg.prompt_counts(), cfg.seed, cfg.max_prompt_chars, cfg.prompt_sources, eval_rows,
         )  # fmt: skip
     except ValueError as exc:  # ContaminationError, or a bad prompt file / setting
         raise PromptSetError(str(exc)) from exc

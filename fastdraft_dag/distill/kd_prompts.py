@@ -1,4 +1,5 @@
-"""KD prompt candidates shipped offline: ShareGPT first turns and stdlib function stubs."""
+"""KD prompt candidates shipped offline: ShareGPT first turns, stdlib function stubs, and prose
+(continuation and summarization) from the training split of the built-in corpora."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import re
 import sysconfig
 import textwrap
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.prompts.eval_sets import (
     CODE_TEMPLATE,
     SHAREGPT_FILE,
+    cut_at_word,
     eval_reference_rows,
     kd_id,
     normalize_key,
@@ -23,6 +26,7 @@ from fastdraft_dag.prompts.eval_sets import (
     row,
 )
 from fastdraft_dag.prompts.overlap import NgramIndex
+from fastdraft_dag.sources.specs import iter_source
 
 # ---------------------------------------------------------------- KD prompts: ShareGPT
 
@@ -75,6 +79,7 @@ def _take(
     max_chars: int,
     index: NgramIndex | None,
     seen: set[str],
+    chat: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Filter, dedup and decontaminate candidate texts until `n` rows are collected."""
     out: list[dict[str, Any]] = []
@@ -94,7 +99,7 @@ def _take(
             drops["eval_overlap"] += 1
         else:
             seen.add(key)
-            out.append(row(kd_id(task, text), task, text, True))
+            out.append(row(kd_id(task, text), task, text, chat))
     return out, drops
 
 
@@ -155,20 +160,93 @@ def code_stub_texts(seed: int) -> Iterator[str]:
             yield CODE_TEMPLATE.format(stub=stub)
 
 
+# ---------------------------------------------------------------- KD prompts: prose
+
+
+# Instructions for summarization prompts, drawn per article: varied wording, so the draft learns
+# the target's summaries and not one template's (evaluation prompts are never looked at).
+SUMMARY_ASKS = (
+    "Summarize the following text in a few sentences:\n\n{article}",
+    "Write a short summary of this passage.\n\n{article}",
+    "{article}\n\nWhat are the main points of the text above?",
+    "Give a two-sentence summary of the article below.\n\n{article}",
+    "Read the passage and explain briefly what it is about.\n\n{article}",
+)
+
+
+# Mostly encyclopedic prose, some verse and scripture: the shares of the corpora's prose sources.
+PROSE_SHARES = {"wikipedia": 0.6, "shakespeare": 0.2, "kjv_bible": 0.2}
+
+
+def _passage(doc: str, rng: random.Random, lo: int, hi: int) -> str:
+    """A passage of lo-hi characters starting at a sentence in the first half of the document."""
+    text = " ".join(doc.split())
+    start = rng.randrange(max(1, len(text) // 2))
+    if start:
+        dot = text.find(". ", start)
+        start = dot + 2 if 0 <= dot < len(text) - lo else 0
+    return cut_at_word(text[start:], rng.randint(lo, hi))
+
+
+def prose_docs(seed: int, min_chars: int) -> Iterator[str]:
+    """Training-split prose (never the held-out split evaluation reads), sources by PROSE_SHARES."""
+    streams = {
+        name: (d["text"] for d in iter_source(name, split="train") if len(d["text"]) >= min_chars)
+        for name in PROSE_SHARES
+    }
+    rng = random.Random(seed)
+    while streams:
+        name = rng.choices(list(streams), [PROSE_SHARES[n] for n in streams])[0]
+        doc = next(streams[name], None)
+        if doc is None:
+            del streams[name]
+        else:
+            yield doc
+
+
+def continuation_texts(seed: int) -> Iterator[str]:
+    """Passages of 200-800 characters for the target to continue as raw text (even docs)."""
+    rng = random.Random(seed)
+    for doc in islice(prose_docs(seed, 400), 0, None, 2):
+        yield _passage(doc, rng, 200, 800)
+
+
+def summarization_texts(seed: int) -> Iterator[str]:
+    """Passages of 600-1500 characters wrapped in one of SUMMARY_ASKS (odd docs)."""
+    rng = random.Random(seed + 1)
+    for doc in islice(prose_docs(seed, 1200), 1, None, 2):
+        ask = rng.choice(SUMMARY_ASKS)
+        yield ask.format(article=_passage(doc, rng, 600, 1500))
+
+
+# ---------------------------------------------------------------- all built-in families
+
+
 def kd_prompts(
     n_instruction: int,
     n_code: int,
     seed: int = 0,
     max_chars: int = 2000,
     eval_rows: list[dict[str, Any]] | None = None,
+    n_text: int = 0,
+    n_summarization: int = 0,
 ) -> list[dict[str, Any]]:
-    """Instruction (ShareGPT first turns) + code (stdlib stubs) prompts, disjoint from evaluation.
-
-    `eval_rows` defaults to every evaluation text (`eval_reference_rows`); held-out prose is
-    skipped with a note if sources.py is unavailable.
-    """
-    rows, _ = kd_prompts_with_stats(n_instruction, n_code, seed, max_chars, eval_rows)
+    """Built-in KD prompts (see `kd_prompts_with_stats`), disjoint from evaluation."""
+    rows, _ = kd_prompts_with_stats(
+        n_instruction, n_code, seed, max_chars, eval_rows, n_text, n_summarization
+    )
     return rows
+
+
+def builtin_families(seed: int) -> dict[str, tuple[str, Iterator[str], bool]]:
+    """task -> (source label, candidate texts, chat): lazily read, so unused ones cost nothing."""
+    sharegpt = (t for _, t in sharegpt_first_turns())
+    return {
+        "instructions": ("sharegpt", sharegpt, True),
+        "code": ("stdlib_code", code_stub_texts(seed), True),
+        "text_completion": ("prose_continuation", continuation_texts(seed), False),
+        "summarization": ("prose_summaries", summarization_texts(seed), True),
+    }
 
 
 def kd_prompts_with_stats(
@@ -177,8 +255,16 @@ def kd_prompts_with_stats(
     seed: int = 0,
     max_chars: int = 2000,
     eval_rows: list[dict[str, Any]] | None = None,
+    n_text: int = 0,
+    n_summarization: int = 0,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """`kd_prompts` plus the drop counts by reason, for asset metadata."""
+    """Instruction (ShareGPT first turns), code (stdlib stubs), prose continuation and
+    summarization (training-split prose) prompts, with drop counts by family and reason.
+
+    Every candidate sharing a 13-word n-gram with an evaluation text is dropped; `eval_rows`
+    defaults to every evaluation text (`eval_reference_rows`; held-out prose skipped with a
+    note if sources.py is unavailable).
+    """
     heldout = True
     if eval_rows is None:
         try:
@@ -187,25 +273,24 @@ def kd_prompts_with_stats(
             eval_rows, heldout = eval_reference_rows(include_heldout=False), False
     index = NgramIndex(eval_rows)
     seen: set[str] = set()
-    texts = (t for _, t in sharegpt_first_turns())
-    inst, inst_drops = _take(
-        _seeded_pool(texts, n_instruction, seed),
-        "instructions",
-        n_instruction,
-        max_chars,
-        index,
-        seen,
-    )
-    code, code_drops = _take(code_stub_texts(seed), "code", n_code, max_chars, index, seen)
+    wanted = {"instructions": n_instruction, "code": n_code, "text_completion": n_text,
+              "summarization": n_summarization}  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    families = []
+    for task, (label, texts, chat) in builtin_families(seed).items():
+        n = wanted[task]
+        if n <= 0:
+            continue
+        pool = _seeded_pool(texts, n, seed) if task == "instructions" else texts
+        got, drops = _take(pool, task, n, max_chars, index, seen, chat)
+        rows += got
+        families.append({"task": task, "source": label, "rows": len(got), "drops": drops})
     stats = {
-        "instructions": len(inst),
-        "code": len(code),
-        "drops_instructions": inst_drops,
-        "drops_code": code_drops,
+        "families": families,
         "eval_rows_indexed": len(eval_rows),
         "heldout_indexed": heldout,
     }
-    return inst + code, stats
+    return rows, stats
 
 
 # ---------------------------------------------------------------- user-supplied prompts

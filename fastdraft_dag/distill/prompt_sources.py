@@ -193,14 +193,14 @@ def _used(source: str, kind: str, kept: int, drops: Counter) -> dict[str, Any]:
 
 
 def assemble_prompts(
-    n_instruction: int,
-    n_code: int,
+    counts: dict[str, int],
     seed: int = 0,
     max_chars: int = 2000,
     sources: tuple[Any, ...] = (),
     eval_rows: list[dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Built-in prompts + user sources, deduplicated across all, then checked for contamination.
+    """Built-in prompts (`counts` per family: n_instruction, n_code, n_text, n_summarization)
+    + user sources, deduplicated across all, then checked for contamination.
 
     Returns (rows, stats) with drop counts by reason (overall and per source) and the sources
     used, for asset metadata. Raises ContaminationError (see module docstring).
@@ -208,15 +208,17 @@ def assemble_prompts(
     heldout = None
     if eval_rows is None:
         eval_rows, heldout = evaluation_texts()
-    builtin, bstats = kd_prompts_with_stats(n_instruction, n_code, seed, max_chars, eval_rows)
+    builtin, bstats = kd_prompts_with_stats(
+        counts.get("n_instruction", 0), counts.get("n_code", 0), seed, max_chars, eval_rows,
+        counts.get("n_text", 0), counts.get("n_summarization", 0),
+    )  # fmt: skip
     seen = {normalize_key(r["prompt"]) for r in builtin}
     ids = {r["id"] for r in builtin}
-    inst, code = Counter(bstats["drops_instructions"]), Counter(bstats["drops_code"])
-    drops: Counter = inst + code
-    used = [
-        _used("sharegpt", "built-in", bstats["instructions"], inst),
-        _used("stdlib_code", "built-in", bstats["code"], code),
-    ]
+    drops: Counter = Counter()
+    used = []
+    for fam in bstats["families"]:
+        drops += Counter(fam["drops"])
+        used.append(_used(fam["source"], "built-in", fam["rows"], Counter(fam["drops"])))
     rows, origin = list(builtin), {}
     for i, raw in enumerate(sources):
         src = PromptSource.parse(raw, f"kd.prompt_sources[{i}]")

@@ -163,7 +163,9 @@ def test_user_jsonl_with_an_eval_prompt_fails_naming_both_ids(tmp_path: Path) ->
         {"id": "u-planted", "task": "instructions", "prompt": "Hi! " + question["prompt"]},
     ])  # fmt: skip
     with pytest.raises(ContaminationError) as err:
-        assemble_prompts(2, 1, sources=({"kind": "jsonl", "path": str(path)},))
+        assemble_prompts(
+            {"n_instruction": 2, "n_code": 1}, sources=({"kind": "jsonl", "path": str(path)},)
+        )
     assert err.value.pairs == [("u-planted", question["id"])]
     assert "u-planted" in str(err.value) and question["id"] in str(err.value)
     assert "mine.jsonl" in str(err.value)  # which source it came from
@@ -181,7 +183,7 @@ def test_user_eval_file_short_prompt_caught_by_exact_match(tmp_path: Path) -> No
     eval_rows, _ = evaluation_texts((str(evals),))
     assert eval_rows[-1]["id"] == "my-eval-7"
     with pytest.raises(ContaminationError, match="u1.*my-eval-7"):
-        assemble_prompts(0, 0, sources=({"kind": "jsonl", "path": str(kd)},), eval_rows=eval_rows)
+        assemble_prompts({}, sources=({"kind": "jsonl", "path": str(kd)},), eval_rows=eval_rows)
 
 
 def test_empty_whitespace_long_and_duplicate_prompts_are_counted(tmp_path: Path) -> None:
@@ -196,7 +198,7 @@ def test_empty_whitespace_long_and_duplicate_prompts_are_counted(tmp_path: Path)
         {"id": "f", "task": "t"},
     ])  # fmt: skip
     src = {"kind": "jsonl", "path": str(path), "task": "instructions"}
-    rows, stats = assemble_prompts(0, 0, max_chars=200, sources=(src,), eval_rows=FAKE_EVAL)
+    rows, stats = assemble_prompts({}, max_chars=200, sources=(src,), eval_rows=FAKE_EVAL)
     assert [r["id"] for r in rows] == ["a"] and rows[0]["task"] == "instructions"
     assert stats["drops"] == {"empty": 2, "too_long": 1, "duplicate": 1, "malformed": 1}
     mine = stats["sources"][-1]
@@ -211,14 +213,14 @@ def test_hf_prompt_source_via_the_json_builder(tmp_path: Path) -> None:
     ])  # fmt: skip
     src = {"kind": "hf", "dataset": "json", "data_files": str(path), "prompt_column": "question",
            "id_column": "qid", "task": "math", "max_rows": 4, "chat": False}  # fmt: skip
-    rows, stats = assemble_prompts(1, 0, sources=(src,), eval_rows=FAKE_EVAL)
+    rows, stats = assemble_prompts({"n_instruction": 1}, sources=(src,), eval_rows=FAKE_EVAL)
     hub = [r for r in rows if r["task"] == "math"]
     assert [r["id"] for r in hub] == [f"json/{i}" for i in range(4)]
     assert hub[0]["prompt"] == "Question number 0: what is 0 squared?" and not hub[0]["chat"]
     assert len(rows) == 5 and stats["by_task"] == {"instructions": 1, "math": 4}
     bad = {**src, "prompt_column": "text"}
     with pytest.raises(ValueError, match="no column 'text'"):
-        assemble_prompts(0, 0, sources=(bad,), eval_rows=FAKE_EVAL)
+        assemble_prompts({}, sources=(bad,), eval_rows=FAKE_EVAL)
 
 
 def test_prompt_source_settings_are_validated() -> None:
@@ -260,3 +262,20 @@ def test_no_chat_template_is_reported_as_fallback(tiny_target_dir: Path, tmp_pat
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     rows = [P.row("r", "t", "Hello there", True)]
     assert fit_to_target(rows, tmp_path, 8)[1]["template"] == "fallback"
+
+
+@pytest.mark.skipif(not HAVE_SOURCES, reason="fastdraft_dag.sources.specs not available")
+def test_prose_kd_families_come_from_the_training_split_and_miss_every_eval_text() -> None:
+    rows, stats = K.kd_prompts_with_stats(0, 0, seed=0, n_text=12, n_summarization=6)
+    _check_rows(rows)
+    text = [r for r in rows if r["task"] == "text_completion"]
+    summ = [r for r in rows if r["task"] == "summarization"]
+    assert len(text) == 12 and len(summ) == 6
+    assert not any(r["chat"] for r in text) and all(r["chat"] for r in summ)
+    assert all(200 // 2 <= len(r["prompt"]) <= 800 for r in text)
+    assert len({r["prompt"].split("\n")[0] for r in summ}) > 1  # varied requests, not one template
+    assert not any(r["prompt"].startswith("Summarize the following news article") for r in summ)
+    assert [f["task"] for f in stats["families"]] == ["text_completion", "summarization"]
+    heldout = [P.row(f"h/{d['id']}", "text", d["text"], False) for d in P.heldout_docs(50)]
+    assert O.overlap_with_eval(rows, P.eval_reference_rows() + heldout) == []
+    assert K.kd_prompts(0, 0, seed=0, n_text=12, n_summarization=6) == rows
