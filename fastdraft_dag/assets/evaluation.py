@@ -27,7 +27,7 @@ from fastdraft_dag.reporting import plots
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.tables import previous_acceptance, record_rows
-from fastdraft_dag.targets.resolve import sha256_file
+from fastdraft_dag.targets.resolve import card_metadata, sha256_file
 
 ACCEPTANCE = "acceptance_not_regressed"
 QUANTIZED = "quantized_draft_acceptance"
@@ -167,6 +167,7 @@ def benchmark_tables(
     bench = settings.bench
     core_ultra.validate()
     prompts = prompt_sets(bench)  # refused when empty or unreadable, before any model loads
+    base_model, license_id = card_metadata(target.name, target.path)
     job = BenchmarkJob(
         target_name=target.name,
         target_dir=target.path,
@@ -177,6 +178,8 @@ def benchmark_tables(
         target_format=settings.export.target_format,
         threads=settings.threads,
         lineage={"aligned_draft": draft.data_version, "openvino_ir": irs.data_version},
+        base_model=base_model,
+        license_id=license_id,
     )
     art = build_artifact(
         context,

@@ -63,6 +63,8 @@ class BenchmarkJob:
     target_format: str
     threads: int
     lineage: Mapping[str, str] = field(default_factory=dict)
+    base_model: str | None = None  # the target's hub id, for the release card's metadata
+    license_id: str | None = None  # the target's license, which the draft inherits
 
     @property
     def sd_ir(self) -> Path:
@@ -210,7 +212,12 @@ def run_benchmark(
         images=plots.BENCHMARK_PLOTS,
         lineage=job.lineage,
         prompt_lookup_ngram=PROMPT_LOOKUP_NGRAM,
+        base_model=job.base_model,
+        license_id=job.license_id,
     )
     files = {plots.BENCHMARK_PLOTS[alt]: path for alt, path in figures.items()}
-    write_release(out / RELEASE_DIR, job.sd_ir, result.choice, card, files)
+    write_release(
+        out / RELEASE_DIR, job.sd_ir, result.choice, card, files, job.draft_dir,
+        PROMPT_LOOKUP_NGRAM,
+    )  # fmt: skip
     return result

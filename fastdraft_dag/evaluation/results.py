@@ -14,9 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.tokenizers import TOKENIZER_FILES
 from fastdraft_dag.evaluation.modes import SD, ModeChoice
 from fastdraft_dag.openvino.ir_scoring import ir_model_file
 from fastdraft_dag.prompts.eval_sets import EVAL_FAMILIES, eval_prompts, load_prompts_jsonl
+from fastdraft_dag.reporting.usage import hf_generation_settings
 from fastdraft_dag.storage.artifacts import write_json_atomic
 
 GENERATION_CONFIG = "generation_config.json"
@@ -134,18 +136,25 @@ def set_num_assistant_tokens(ir_dir: Path, k: int) -> dict[str, Any]:
     return set_generation_settings(ir_dir, {"num_assistant_tokens": int(k)})
 
 
+HF_DRAFT_FILES = ("config.json", "model.safetensors", "draft_vocab.json", *TOKENIZER_FILES)
+
+
 def write_release(
     out: Path,
     draft_ir: Path,
     choice: ModeChoice,
     card: str,
     files: Mapping[str, Path] | None = None,
+    draft_dir: Path | None = None,
+    prompt_lookup_ngram: int = 3,
 ) -> Path:
-    """A deployable folder: ``draft-ir/``, README.md (the card), ``release.json``, figures.
+    """A folder that loads as-is: the draft in the Hugging Face layout at its root (from
+    ``draft_dir``), ``draft-ir/``, README.md (the card), ``release.json``, figures.
 
     ``release.json`` names the chosen mode, its settings and the figures it was chosen on (so a
-    deployment script can follow the measurement, not a habit). ``draft-ir/generation_config.json``
-    gets SD settings only when SD was the fastest mode (``sd_generation_settings``). ``files``
+    deployment script can follow the measurement, not a habit). Both generation configs (the
+    root one for transformers, ``draft-ir/``'s for openvino_genai) get the chosen mode's settings
+    (``sd_generation_settings``, ``hf_generation_settings``); the IR's only when SD won. ``files``
     are extra files (the plots) copied next to the card. Built under a temp name and renamed, so
     a half-written release is never left under ``out``.
     """
@@ -157,7 +166,13 @@ def write_release(
         settings = sd_generation_settings(choice)
         if settings:
             set_generation_settings(tmp / "draft-ir", settings)
-        write_json_atomic(tmp / RELEASE_JSON, {**choice.to_dict(), "generation_config": settings})
+        hf = {}
+        if draft_dir is not None:
+            _copy_hf_draft(Path(draft_dir), tmp)
+            hf = hf_generation_settings(choice.to_dict()["chosen"], prompt_lookup_ngram)
+            set_generation_settings(tmp, hf)
+        release = {**choice.to_dict(), "generation_config": settings, "hf_generation_config": hf}
+        write_json_atomic(tmp / RELEASE_JSON, release)
         for name, src in (files or {}).items():
             shutil.copyfile(src, tmp / name)
         (tmp / "README.md").write_text(card)
@@ -168,3 +183,13 @@ def write_release(
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def _copy_hf_draft(draft_dir: Path, out: Path) -> None:
+    """The draft's weights, config and tokenizer (not its training logs or card)."""
+    for required in ("config.json", "model.safetensors"):
+        if not (draft_dir / required).is_file():
+            raise FileNotFoundError(f"release: the draft {draft_dir} has no {required}")
+    for name in HF_DRAFT_FILES:
+        if (draft_dir / name).is_file():
+            shutil.copy2(draft_dir / name, out / name)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.reporting.tables import interval
+from fastdraft_dag.reporting.usage import LOOKUP, SD, openvino_snippet, transformers_snippet
 
 # The card reads the mode choice as plain data (``evaluation.modes.ModeChoice.to_dict``): this
 # package sits below the stages and never imports them.
-SD, LOOKUP = "sd", "prompt_lookup"
 Figures = Mapping[str, Any]
 
 # Headline training figures, in the order a reader wants them: (metrics key, label, format).
@@ -129,41 +129,15 @@ def recommendation(choice: Mapping[str, Any], device: str) -> list[str]:
     return lines
 
 
-def _usage(choice: Mapping[str, Any], device: str, ngram: int) -> list[str]:
-    """How to run the recommended mode with openvino_genai."""
-    chosen = choice["chosen"]
-    head = ["```python", "import openvino_genai as ov_genai", ""]
-    run = ['print(pipe.generate("def fibonacci(n):", config))', "```"]
-    if chosen["mode"] == SD:
-        threshold = chosen.get("confidence_threshold")
-        setting = (
-            f"config.assistant_confidence_threshold = {threshold:g}"
-            if threshold is not None
-            else f"config.num_assistant_tokens = {chosen['k']}"
-        )
-        return [
-            *head,
-            f'draft = ov_genai.draft_model("draft-ir", "{device}")',
-            f'pipe = ov_genai.LLMPipeline("<target IR dir>", "{device}", draft_model=draft)',
-            "config = pipe.get_generation_config()",
-            f"{setting}  # also the default in draft-ir/generation_config.json",
-            *run,
-        ]
-    if chosen["mode"] == LOOKUP:
-        return [
-            *head,
-            f'pipe = ov_genai.LLMPipeline("<target IR dir>", "{device}", prompt_lookup=True)',
-            "config = pipe.get_generation_config()",
-            f"config.num_assistant_tokens = {chosen['k']}",
-            f"config.max_ngram_size = {ngram}",
-            *run,
-        ]
-    return [
-        *head,
-        f'pipe = ov_genai.LLMPipeline("<target IR dir>", "{device}")',
-        "config = pipe.get_generation_config()",
-        *run,
-    ]
+def card_front_matter(base_model: str | None, license_id: str | None) -> str:
+    """Hugging Face model-card metadata: the hub shows the base model and license from it."""
+    lines = ["---", "library_name: transformers"]
+    if base_model:
+        lines.append(f"base_model: {base_model}")
+    lines.append(f"license: {license_id or 'other'}")
+    tags = ("speculative-decoding", "fastdraft", "openvino", "assistant-model")
+    lines += ["tags:", *[f"- {t}" for t in tags], "pipeline_tag: text-generation", "---", ""]
+    return "\n".join(lines)
 
 
 def release_card(
@@ -176,37 +150,52 @@ def release_card(
     images: Mapping[str, str],
     lineage: Mapping[str, str],
     prompt_lookup_ngram: int = 3,
+    base_model: str | None = None,
+    license_id: str | None = None,
 ) -> str:
     """README.md of the release: the fastest measured mode, how to run it, the numbers.
 
     ``summary_md`` holds the offline and live tables (``tables.render_benchmark``); ``images``
     maps alt text to PNG file names next to the card; ``choice`` is ``ModeChoice.to_dict()``.
-    ``draft-ir/generation_config.json`` carries SD settings only when SD is the recommended mode.
+    ``base_model`` / ``license_id`` are the target's hub id and license (the draft inherits its
+    tokenizer and weights); the usage snippets are the ones ``tests`` run from the folder.
     """
-    sd_chosen = choice["chosen"]["mode"] == SD
-    front = (
-        "---\nlibrary_name: openvino\ntags:\n- speculative-decoding\n- fastdraft\n- openvino\n---\n"
-    )
+    chosen = choice["chosen"]
+    sd_chosen = chosen["mode"] == SD
+    target_ref = base_model or target
     ir_note = (
         f"`draft-ir/` is the draft as OpenVINO IR; its `generation_config.json` sets"
-        f" `{_label(choice['chosen'])}`."
+        f" `{_label(chosen)}`."
         if sd_chosen
         else "`draft-ir/` is the draft as OpenVINO IR, shipped for comparison only: its"
         " `generation_config.json` sets no speculative-decoding settings."
     )
     body = [
-        f"# FastDraft draft for `{target}` ({draft_precision} OpenVINO IR)",
+        f"# FastDraft draft for `{target}` ({draft_precision} OpenVINO IR + transformers)",
         "",
         f"A draft model for speculative decoding with `{target}`: same tokenizer, vocabulary,"
         " special tokens and chat template. Every decoding mode was measured and the fastest is"
-        f" recommended below (`release.json` holds the figures). {ir_note}",
+        " recommended below (`release.json` holds the figures). This folder loads as-is: the"
+        " draft in the Hugging Face layout (`model.safetensors`, `config.json`, tokenizer,"
+        " `generation_config.json` with the recommended mode's settings) for transformers'"
+        f" assisted generation, and {ir_note}",
         "",
         "## Recommended mode",
         "",
         *[line for text in recommendation(choice, device) for line in (text, "")],
         "## Usage",
         "",
-        *_usage(choice, device, prompt_lookup_ngram),
+        "transformers, from this folder:",
+        "",
+        "```python",
+        transformers_snippet(chosen, target_ref, prompt_lookup_ngram),
+        "```",
+        "",
+        "openvino_genai, from this folder:",
+        "",
+        "```python",
+        openvino_snippet(chosen, target_ref, device, prompt_lookup_ngram),
+        "```",
         "",
         "## Benchmark",
         "",
@@ -217,4 +206,4 @@ def release_card(
         *[f"- {k}: `{v}`" for k, v in lineage.items()],
         "",
     ]
-    return front + "\n".join(body)
+    return card_front_matter(base_model, license_id) + "\n".join(body)

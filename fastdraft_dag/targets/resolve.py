@@ -25,6 +25,9 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 # A random 2-layer Llama with the embedded tokenizer: the `tiny` profile's plumbing target.
 TINY_NAME = "embedded:tiny-random"
+# What the embedded GGUF is a quantization of, and its license (a release card names both).
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_LICENSE = "apache-2.0"
 
 
 class TargetError(ValueError):
@@ -317,3 +320,22 @@ def resolve_target(
     if kind == "local":
         return resolve_local(Path(name), trust_remote_code)
     return resolve_hub(name, revision, cache_root, trust_remote_code)
+
+
+def card_metadata(name: str, path: Path) -> tuple[str | None, str | None]:
+    """(base_model, license) for a draft's model card: a draft inherits the target's weights
+    or tokenizer, so it is published under the target's license. A local directory's license
+    comes from its README front matter; None where nothing says."""
+    if name == EMBEDDED_NAME:
+        return EMBEDDED_HUB_ID, EMBEDDED_LICENSE
+    if name == TINY_NAME:
+        return None, EMBEDDED_LICENSE
+    base = name.split("@")[0] if is_hub_id(name) else None
+    readme = Path(path) / "README.md"
+    text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
+    front = text.split("---")[1] if text.startswith("---") and text.count("---") >= 2 else ""
+    for line in front.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "license" and value.strip():
+            return base, value.strip().strip("'\"")
+    return base, None

@@ -418,3 +418,72 @@ def test_killed_training_resumes_on_rematerialization(tiny, monkeypatch):
     final = Path(_metadata(second, "pretrained_draft")["path"])
     assert final.name == partial.name.split(".")[1] and not partial.exists()
     assert not (final / "_checkpoints").exists() and (final / "tensorboard").is_dir()
+
+
+def _snippets(card: str) -> list[str]:
+    """The card's python code blocks: transformers first, then openvino_genai."""
+    blocks = [b.split("```", 1)[0] for b in card.split("```python\n")[1:]]
+    assert len(blocks) == 2, card
+    return blocks
+
+
+def _run_snippet(code: str, folder: Path, target: Path, target_ir: Path) -> str:
+    import re
+    import subprocess
+    import sys
+
+    code = re.sub(r'^TARGET = ".*"', f'TARGET = "{target}"', code, flags=re.M)
+    code = re.sub(r'^TARGET_IR = ".*"', f'TARGET_IR = "{target_ir}"', code, flags=re.M)
+    done = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_release_loads_as_is_and_its_snippets_decode_like_plain(tiny, tmp_path):
+    """The release folder is a transformers model and ships an IR; each card snippet, run from
+    the folder, gives plain decoding's greedy text: the tiny run's chosen mode, and SD at k=2."""
+    from transformers import AutoModelForCausalLM
+
+    from fastdraft_dag.evaluation.modes import ModeChoice
+    from fastdraft_dag.evaluation.results import write_release
+    from fastdraft_dag.reporting.model_card import release_card
+    from fastdraft_dag.reporting.usage import openvino_snippet, transformers_snippet
+    from fastdraft_dag.targets.resolve import resolve_target
+
+    root, defs, _, _ = tiny
+    store = ArtifactStore(root)
+    bench = store.latest("benchmark_tables", "tiny-random").path
+    irs = store.latest("openvino_ir", "tiny-random").path
+    draft = store.latest("aligned_draft", "tiny-random").path
+    target = resolve_target("embedded:tiny-random", CACHE / "targets").path
+    target_ir = irs / f"target-{profiles.TINY.export.target_format}"
+    release = bench / "release"
+    card = (release / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n") and "license: apache-2.0" in card
+    assert "- speculative-decoding" in card
+    AutoModelForCausalLM.from_pretrained(release)  # loads as-is
+    hf_config = json.loads((release / "generation_config.json").read_text())
+    choice = json.loads((release / "release.json").read_text())
+    plain = {"mode": "plain", "k": None}
+    want_hf = _run_snippet(transformers_snippet(plain, "x", 3), release, target, target_ir)
+    want_ov = _run_snippet(openvino_snippet(plain, "x", "CPU", 3), release, target, target_ir)
+    assert want_hf.strip() and len(want_ov) > 1  # the random target: mostly whitespace via OV
+
+    sd = dict(choice, chosen={**choice["plain"], "mode": "sd", "k": 2, "label": "sd k=2"})
+    sd_card = release_card(target="embedded:tiny-random", draft_precision="int8", choice=sd,
+                           device="CPU", summary_md="", images={}, lineage={})  # fmt: skip
+    sd_release = write_release(tmp_path / "release", irs / "draft-int8", ModeChoice.from_dict(sd),
+                               sd_card, draft_dir=draft)  # fmt: skip
+    sd_config = json.loads((sd_release / "generation_config.json").read_text())
+    assert sd_config["num_assistant_tokens"] == 2
+    assert sd_config["num_assistant_tokens_schedule"] == "constant"
+    if choice["chosen"]["mode"] == "sd":
+        assert "num_assistant_tokens" in hf_config or "assistant_confidence_threshold" in hf_config
+    for folder, text in ((release, card), (sd_release, sd_card)):
+        hf_code, ov_code = _snippets(text)
+        # transformers' prompt lookup can emit one token past max_new_tokens (measured with
+        # 5.5.4 at k=3 and 5): greedy equality is judged on the tokens plain decoding made.
+        got_hf = _run_snippet(hf_code, folder, target, target_ir)
+        assert got_hf.rstrip("\n").startswith(want_hf.rstrip("\n")), (got_hf, want_hf)
+        assert _run_snippet(ov_code, folder, target, target_ir) == want_ov

@@ -209,6 +209,9 @@ class FakeDevice:
 def test_run_benchmark_writes_results_and_release_without_dagster(tmp_path: Path) -> None:
     irs = tmp_path / "irs"
     _ir(irs / "draft-int8")
+    (tmp_path / "draft").mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "train_log.jsonl"):
+        (tmp_path / "draft" / name).write_text("{}")
     bench = BenchConfig(sd_ks=(2, 3), sd_confidence_thresholds=(0.3,), sd_prompts_per_family=1)
     job = benchmark.BenchmarkJob(
         target_name="org/model",
@@ -236,6 +239,11 @@ def test_run_benchmark_writes_results_and_release_without_dagster(tmp_path: Path
     summary = (out / "results.md").read_text()
     assert "| speedup_95ci |" in summary and "Release mode on CPU: **prompt_lookup k=4**" in summary
     assert result.metrics()["release_mode"] == "prompt_lookup k=4"
+    shipped = {p.name for p in (out / "release").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= shipped
+    assert "train_log.jsonl" not in shipped  # the draft's weights and tokenizer, not its logs
+    hf = json.loads((out / "release" / "generation_config.json").read_text())
+    assert hf == {"prompt_lookup_num_tokens": 4, "max_matching_ngram_size": 3}
 
 
 def test_render_benchmark_shows_intervals_and_the_release_mode() -> None:
