@@ -6,7 +6,7 @@ the artifact root (when DAGSTER_HOME points there), so CLI runs show up in `make
   fastdraft run [--profile P] [--partition KEY] [--select SEL] [--stale-only] [--verify]
   fastdraft report [--profile P] [--partition KEY]
   fastdraft artifacts verify [--root R] [--sizes-only]
-  fastdraft targets add ID [--revision R] [--trust-remote-code]
+  fastdraft targets add ID [--revision R]
   fastdraft targets list
 """
 
@@ -164,7 +164,7 @@ def targets_command(args: argparse.Namespace) -> int:
     )
     instance = _instance()
     if args.action == "add":
-        spec = TargetSpec.parse(args.id, args.revision, args.trust_remote_code)
+        spec = TargetSpec.parse(args.id, args.revision)
         try:
             (key,) = register_targets(instance, pipeline.registry, [spec])
         except (TargetError, TargetRegistryError) as exc:
@@ -246,7 +246,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     add.add_argument("id", help="org/model[@revision], a local HF directory, or embedded:<name>")
     add.add_argument("--revision", default="main", help="hub branch, tag or commit")
-    add.add_argument("--trust-remote-code", action="store_true")
     tsub.add_parser("list", parents=[common], help="registered targets and their partitions")
     args = parser.parse_args(argv)
     if args.command == "targets":
