@@ -107,6 +107,8 @@ def test_kill_9_mid_training_then_a_plain_rerun_completes_with_no_orphan(built, 
     proc.wait()
     _wait_for(lambda: not _trainers(root), 30, f"orphaned trainers {trainers} to exit")
     assert not (checkpoints / "LATEST").exists()  # what a killed run leaves: its checkpoints
+    # An orphan would have trained on to the end and written its metrics into the partial dir.
+    assert not list(checkpoints.glob(".*.partial/metrics.json"))
     assert list(checkpoints.glob(".*.partial/_checkpoints/step-*"))
 
     rerun = _run(root, "run", "--select", "pretrained_draft", timeout=300, **env)
