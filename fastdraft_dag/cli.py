@@ -3,9 +3,10 @@
 The same Definitions the UI serves, executed in process against the persistent instance under
 the artifact root (when DAGSTER_HOME points there), so CLI runs show up in `make ui`'s history.
 
-  fastdraft run [--profile P] [--partition KEY] [--select SEL] [--stale-only]
+  fastdraft run [--profile P] [--partition KEY] [--select SEL] [--stale-only] [--verify]
   fastdraft report [--profile P] [--partition KEY]
-  fastdraft targets add ID [--revision R] [--trust-remote-code]
+  fastdraft artifacts verify [--root R] [--sizes-only]
+  fastdraft targets add ID [--revision R]
   fastdraft targets list
 """
 
@@ -51,11 +52,19 @@ def materialize_all(
 
     from fastdraft_dag.assets.automation import ensure_default_target, stale_asset_keys
     from fastdraft_dag.assets.partitions import TARGETS
+    from fastdraft_dag.assets.runs import (
+        heal_dead_runs,
+        process_tags,
+        selection_pools,
+        wait_for_pools,
+    )
     from fastdraft_dag.definitions import build_defs
 
-    defs = build_defs(profile, root, target)
+    defs = build_defs(profile, root, target, os.environ.get("FASTDRAFT_SOURCES", ""))
     pipeline = defs.resources["pipeline"]
     instance = _instance()
+    heal_dead_runs(instance, _say)
+    tags = process_tags()
     if partition:
         pipeline.target_spec(partition)  # an unknown key fails here, naming the registered ones
         if not instance.has_dynamic_partition(TARGETS.name, partition):
@@ -64,7 +73,7 @@ def materialize_all(
     else:
         key = ensure_default_target(instance, pipeline)
     observed = defs.resolve_job_def("observe_targets").execute_in_process(
-        instance=instance, partition_key=key, raise_on_error=False
+        instance=instance, partition_key=key, raise_on_error=False, tags=tags
     )
     if not observed.success:
         print(f"observing target_model [{key}] failed", file=sys.stderr)
@@ -81,6 +90,7 @@ def materialize_all(
         if not keys:
             return True
     partitioned = any(graph.get(k).is_partitioned for k in keys)
+    wait_for_pools(instance, selection_pools(defs, keys), _say)
     result = dg.materialize(
         list(defs.assets),
         instance=instance,
@@ -88,8 +98,13 @@ def materialize_all(
         selection=keys,
         partition_key=key if partitioned else None,
         raise_on_error=False,
+        tags=tags,
     )
     return result.success
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def asset_times(root: str, partition: str) -> list[dict]:
@@ -102,6 +117,9 @@ def asset_times(root: str, partition: str) -> list[dict]:
             art = store.latest(asset, part)
         except FileNotFoundError:
             rows.append({"asset": asset, "build_seconds": None, "version": "missing"})
+            continue
+        except ValueError as exc:  # an unreadable manifest or a file that differs from it
+            rows.append({"asset": asset, "build_seconds": None, "version": f"broken: {exc}"})
             continue
         rows.append(
             {
@@ -124,6 +142,9 @@ def print_report(profile: str, root: str, target: str = "", partition: str = "")
     times = asset_times(root, key)
     print("\n## Per-asset build time (seconds, from each artifact's manifest)\n")
     print(md_table(times))
+    if times[-1]["version"] == "missing":  # a partial --select: the table above is the report
+        print(f"\nbenchmark_tables [{key}] not built yet: no benchmark table to print")
+        return
     art = ArtifactStore(Path(root)).latest("benchmark_tables", key)
     tables = json.loads((art.path / "results.json").read_text())
     print(f"\n## Benchmark: target {partition or prof.target}, profile {profile}\n")
@@ -143,7 +164,7 @@ def targets_command(args: argparse.Namespace) -> int:
     )
     instance = _instance()
     if args.action == "add":
-        spec = TargetSpec.parse(args.id, args.revision, args.trust_remote_code)
+        spec = TargetSpec.parse(args.id, args.revision)
         try:
             (key,) = register_targets(instance, pipeline.registry, [spec])
         except (TargetError, TargetRegistryError) as exc:
@@ -172,6 +193,20 @@ def targets_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def verify_command(args: argparse.Namespace) -> int:
+    """Check every finished artifact under the root against its manifest; 1 if any is broken."""
+    from fastdraft_dag.storage.artifacts import verify_root
+
+    report = verify_root(Path(args.root), "sizes" if args.sizes_only else "all")
+    for path, problems in report.items():
+        print(f"{'ok     ' if not problems else 'BROKEN '} {path}")
+        for problem in problems:
+            print(f"          {problem}")
+    broken = sum(1 for p in report.values() if p)
+    print(f"\n{len(report)} artifacts under {args.root}, {broken} broken")
+    return 1 if broken else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", default=os.environ.get("FASTDRAFT_PROFILE", "default"))
@@ -193,7 +228,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the selected assets that are stale or missing (the UI's 'Unsynced')",
     )
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="a reused artifact's every file is checksummed (default: sizes, and checksums of "
+        "what the next step reads); same as FASTDRAFT_VERIFY=all",
+    )
     sub.add_parser("report", parents=[common], help="print the last benchmark table again")
+    artifacts = sub.add_parser("artifacts", help="check artifacts against their manifests")
+    asub = artifacts.add_subparsers(dest="action", required=True)
+    check = asub.add_parser("verify", parents=[common], help="check every artifact under --root")
+    check.add_argument("--sizes-only", action="store_true", help="sizes only, no checksums")
     targets = sub.add_parser("targets", help="register and list targets (one partition each)")
     tsub = targets.add_subparsers(dest="action", required=True)
     add = tsub.add_parser(
@@ -201,12 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     add.add_argument("id", help="org/model[@revision], a local HF directory, or embedded:<name>")
     add.add_argument("--revision", default="main", help="hub branch, tag or commit")
-    add.add_argument("--trust-remote-code", action="store_true")
     tsub.add_parser("list", parents=[common], help="registered targets and their partitions")
     args = parser.parse_args(argv)
     if args.command == "targets":
         return targets_command(args)
+    if args.command == "artifacts":
+        return verify_command(args)
     if args.command == "run":
+        if args.verify:
+            os.environ["FASTDRAFT_VERIFY"] = "all"
         started = time.time()
         ok = materialize_all(
             args.profile, args.root, args.target, args.select, args.partition, args.stale_only

@@ -4,6 +4,7 @@ import dagster as dg
 
 from fastdraft_dag.assets.common import (
     build_artifact,
+    fail_fast_on_permanent_errors,
     result,
     tokenizer_check,
     tokenizer_check_spec,
@@ -130,9 +131,10 @@ def synthetic_kd_dataset(
     )
     rows = read_rows(art.path / "kd.jsonl")[0]
     totals = [{"target": target.name, **t} for t in task_totals(rows)]
-    record_rows(
-        pipeline.db_path, "kd_datasets", art.manifest["version"], totals, context.run.run_id
-    )
+    with fail_fast_on_permanent_errors():
+        record_rows(
+            pipeline.db_path, "kd_datasets", art.manifest["version"], totals, context.run.run_id
+        )
     sample = sample_rows(rows)
     m = art.metrics
     return result(

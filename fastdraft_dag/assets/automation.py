@@ -191,7 +191,6 @@ class RegisterTargetsConfig(dg.Config):
 
     targets: list[str]
     revision: str = "main"
-    trust_remote_code: bool = False
 
 
 @dg.op(
@@ -200,7 +199,7 @@ class RegisterTargetsConfig(dg.Config):
 def register_targets_op(
     context: dg.OpExecutionContext, config: RegisterTargetsConfig, pipeline: FastDraftPipeline
 ) -> None:
-    specs = [TargetSpec.parse(t, config.revision, config.trust_remote_code) for t in config.targets]
+    specs = [TargetSpec.parse(t, config.revision) for t in config.targets]
     keys = register_targets(context.instance, pipeline.registry, specs)
     context.log.info(f"registered targets {keys}")
 

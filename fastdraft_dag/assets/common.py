@@ -5,7 +5,8 @@ A helper module, not an asset module: asset modules import this and the library,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,36 @@ import dagster as dg
 
 from fastdraft_dag.core.tokenizers import tokenizer_differences
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.storage.artifacts import Artifact
+from fastdraft_dag.storage.artifacts import (
+    Artifact,
+    ArtifactCorruptError,
+    DiskFullError,
+    ManifestError,
+)
+from fastdraft_dag.storage.tables import TableFileError
+
+# What the next step reads from each artifact: a reuse checks these files' checksums (sizes of
+# all files are always checked; FASTDRAFT_VERIFY=all checks every checksum).
+CONSUMED: dict[str, tuple[str, ...]] = {
+    "filtered_corpora": ("corpus.parquet",),
+    "tokenized_shards": ("index.json", "*/*.npy", "*/*.bin", "tokenizer/*"),
+    "synthetic_kd_dataset": ("kd.jsonl",),
+    "pretrained_draft": ("model.safetensors", "config.json", "draft_vocab.json", "tokenizer*"),
+    "aligned_draft": ("model.safetensors", "config.json", "draft_vocab.json", "tokenizer*"),
+    "openvino_ir": ("*/*.xml", "*/*.bin"),
+    "benchmark_tables": ("results.json",),
+}
+# Failures a retry cannot fix: the step fails at once instead of waiting out its retries.
+PERMANENT_ERRORS = (ManifestError, ArtifactCorruptError, DiskFullError, TableFileError)
+
+
+@contextmanager
+def fail_fast_on_permanent_errors() -> Iterator[None]:
+    """Turn a permanent error into a Failure with retries off (retry policies are for transients)."""
+    try:
+        yield
+    except PERMANENT_ERRORS as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
 def build_artifact(
@@ -26,16 +56,21 @@ def build_artifact(
     build: Callable[[Path], Mapping[str, Any]],
     resumable: bool = False,
 ) -> Artifact:
-    """This asset's artifact for these inputs: reused when its version exists, else built."""
-    return pipeline.store.build(
-        context.asset_key.to_user_string(),
-        partition,
-        code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
-        config=config,
-        inputs=inputs,
-        build=build,
-        resumable=resumable,
-    )
+    """This asset's artifact for these inputs: reused when its version exists and verifies,
+    else built (a broken copy is set aside with a warning naming the bad files)."""
+    asset = context.asset_key.to_user_string()
+    with fail_fast_on_permanent_errors():
+        return pipeline.store.build(
+            asset,
+            partition,
+            code_version=context.assets_def.code_versions_by_key[context.asset_key] or "",
+            config=config,
+            inputs=inputs,
+            build=build,
+            resumable=resumable,
+            consumed=CONSUMED.get(asset, ()),
+            log=context.log.warning,
+        )
 
 
 def artifact_metadata(artifact: Artifact) -> dict[str, Any]:

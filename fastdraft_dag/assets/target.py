@@ -34,9 +34,7 @@ def target_model(
     for key in keys:
         try:
             spec = pipeline.target_spec(key)
-            revision = observe_revision(
-                spec.name, pipeline.root / "targets", spec.revision, spec.trust_remote_code
-            )
+            revision = observe_revision(spec.name, pipeline.root / "targets", spec.revision)
         except (TargetError, ValueError) as exc:  # one bad target must not hide the others
             failed[key] = str(exc)
             context.log.error(f"target_model [{key}]: {exc}")

@@ -79,8 +79,21 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> tuple[list[dict[str, A
 
 
 def read_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Valid rows of a KD JSONL file and the number of unreadable lines (a crash mid-write)."""
-    return _read_jsonl(path, ("id", "response"))
+    """Valid rows of a KD JSONL file, each id once (the first), and the number of unreadable or
+    repeated lines (a crash mid-write; two writers before builds were locked)."""
+    rows, bad = _read_jsonl(path, ("id", "response"))
+    unique = _first_per_id(rows)
+    return unique, bad + len(rows) - len(unique)
+
+
+def _first_per_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        if row["id"] not in seen:
+            seen.add(row["id"])
+            out.append(row)
+    return out
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -90,11 +103,13 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def existing_ids(path: Path, require_response: bool = True) -> set[str]:
-    """Ids already on disk; a torn last line is cut off first so appends stay valid JSONL."""
+    """Ids already on disk; a torn last line and repeated ids are cut first, so appends stay
+    valid JSONL and the file never holds an id twice."""
     rows, bad = _read_jsonl(path, ("id", "response") if require_response else ("id",))
-    if bad:
-        _write_rows(path, rows)
-    return {r["id"] for r in rows}
+    unique = _first_per_id(rows)
+    if bad or len(unique) < len(rows):  # a torn line or a repeated id: rewrite the file clean
+        _write_rows(path, unique)
+    return {r["id"] for r in unique}
 
 
 # ---------------------------------------------------------------- SFT arrays

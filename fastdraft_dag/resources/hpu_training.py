@@ -167,6 +167,8 @@ class HPUTrainingResource(dg.ConfigurableResource):
     def _launch(self, context: Any, command: list[str], backend: str) -> None:
         env = self.subprocess_env(backend)
         if self.launcher == "subprocess":
+            if self.num_devices == 1:  # the trainer dies with us (run.py: die_with_parent)
+                env[run_module.PARENT_ENV] = str(os.getpid())
             dg.PipesSubprocessClient().run(context=context, command=command, env=env)
         elif self.launcher == "k8s":
             try:

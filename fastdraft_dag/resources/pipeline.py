@@ -26,7 +26,6 @@ class FastDraftPipeline(dg.ConfigurableResource):
     artifact_root: str = "artifacts"
     target: str = ""
     target_revision: str = ""
-    trust_remote_code: bool = False
     sources_file: str = ""  # YAML/JSON list of corpus sources replacing the profile's
     # The largest drop in alpha_greedy per task, against the same target's previous benchmark,
     # that the acceptance check lets pass (absolute; benchmark noise on a few prompts is ~0.01).
@@ -62,7 +61,6 @@ class FastDraftPipeline(dg.ConfigurableResource):
         return TargetSpec.parse(
             self.profile.target,
             self.target_revision or self.profile.target_revision,
-            self.trust_remote_code,
         )
 
     def target_spec(self, partition_key: str | None = None) -> TargetSpec:
@@ -85,6 +83,5 @@ class FastDraftPipeline(dg.ConfigurableResource):
             spec.name,
             self.root / "targets",
             revision=spec.revision,
-            trust_remote_code=spec.trust_remote_code,
         )
         return replace(target, key=partition_key or spec.key)

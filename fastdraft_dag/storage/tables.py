@@ -46,6 +46,17 @@ SCHEMA = {
 LOCK_WAIT_SECONDS = 300.0
 
 
+class TableFileError(RuntimeError):
+    """The DuckDB file cannot be opened or read (corrupt, foreign, unwritable); names the file.
+
+    Not transient: retrying the step fails the same way, so the asset layer fails at once.
+    """
+
+
+def _named(db_path: Path, exc: Exception) -> TableFileError:
+    return TableFileError(f"DuckDB file {str(db_path)!r}: {exc}")
+
+
 def _open(db_path: Path, wait: float) -> duckdb.DuckDBPyConnection:
     """Open the file, waiting while another process holds it.
 
@@ -58,9 +69,10 @@ def _open(db_path: Path, wait: float) -> duckdb.DuckDBPyConnection:
     while True:
         try:
             return duckdb.connect(str(db_path))
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
+        except duckdb.Error as exc:
+            locked = isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+            if not locked or time.monotonic() > deadline:
+                raise _named(db_path, exc) from exc
             time.sleep(delay + random.uniform(0, delay))
             delay = min(delay * 2, 1.0)
 
@@ -68,11 +80,15 @@ def _open(db_path: Path, wait: float) -> duckdb.DuckDBPyConnection:
 def connect(db_path: Path, wait: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     con = _open(Path(db_path), wait)
-    for table, columns in SCHEMA.items():
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-        # Additive migration: a newer schema adds columns, history from older runs stays.
-        for column in _columns(table):
-            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}")
+    try:
+        for table, columns in SCHEMA.items():
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+            # Additive migration: a newer schema adds columns, history from older runs stays.
+            for column in _columns(table):
+                con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}")
+    except duckdb.Error as exc:
+        con.close()
+        raise _named(db_path, exc) from exc
     return con
 
 
@@ -111,6 +127,8 @@ def record_rows(
             [[{**row, **stamp}.get(c) for c in columns] for row in rows],
         )
         con.execute("COMMIT")
+    except duckdb.Error as exc:
+        raise _named(db_path, exc) from exc
     finally:
         con.close()
     return len(rows)
@@ -122,6 +140,8 @@ def query(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str,
         cur = con.execute(sql, list(params))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    except duckdb.Error as exc:
+        raise _named(db_path, exc) from exc
     finally:
         con.close()
 

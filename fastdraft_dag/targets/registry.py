@@ -42,14 +42,13 @@ class TargetSpec:
 
     name: str  # embedded:..., an absolute local directory, or org/model on the hub
     revision: str = "main"  # hub branch, tag or commit; ignored for local and embedded targets
-    trust_remote_code: bool = False
 
     @property
     def key(self) -> str:
         return target_key(self.name)
 
     @staticmethod
-    def parse(name: str, revision: str = "main", trust_remote_code: bool = False) -> TargetSpec:
+    def parse(name: str, revision: str = "main") -> TargetSpec:
         """Normalize a user's id: local directories become absolute, `@rev` splits off a hub id."""
         name = name.strip()
         if not name:
@@ -59,7 +58,7 @@ class TargetSpec:
             name = str(path.resolve())
         elif "@" in name and not name.startswith("embedded:"):
             name, revision = name.split("@", 1)
-        return TargetSpec(name, revision or "main", trust_remote_code)
+        return TargetSpec(name, revision or "main")
 
 
 def embedded_spec(key: str) -> TargetSpec | None:
@@ -71,7 +70,11 @@ def embedded_spec(key: str) -> TargetSpec | None:
 
 
 class TargetRegistry:
-    """`<artifact root>/targets.json`: {"targets": {key: {name, revision, trust_remote_code}}}."""
+    """`<artifact root>/targets.json`: {"targets": {key: {name, revision}}}.
+
+    Older files may carry `trust_remote_code`: it is ignored (no loader ever honoured it, and
+    targets that need remote code are refused when resolved).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -82,7 +85,7 @@ class TargetRegistry:
             return {}
         data = json.loads(self.path.read_text())
         return {
-            key: TargetSpec(v["name"], v.get("revision", "main"), v.get("trust_remote_code", False))
+            key: TargetSpec(v["name"], v.get("revision", "main"))
             for key, v in data.get("targets", {}).items()
         }
 

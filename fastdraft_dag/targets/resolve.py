@@ -40,7 +40,6 @@ class ResolvedTarget:
     key: str  # filesystem- and partition-safe slug
     revision: str  # hub commit, or SHA-256 of the local files
     path: Path  # a directory `from_pretrained` loads offline
-    trust_remote_code: bool = False
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -216,20 +215,35 @@ def resolve_tiny(cache_root: Path) -> ResolvedTarget:
     return ResolvedTarget(TINY_NAME, target_key(TINY_NAME), local_dir_revision(out), out)
 
 
-def resolve_local(path: Path, trust_remote_code: bool = False) -> ResolvedTarget:
+def refuse_remote_code(config_path: Path) -> None:
+    """Refuse a model whose config needs its own Python code (`auto_map`).
+
+    No loader here passes trust_remote_code (tokenizers, training, KD generation, optimum-intel
+    export, openvino_genai), so such a target would fail deep inside some asset; it fails here,
+    by name, instead.
+    """
+    try:
+        auto_map = json.loads(Path(config_path).read_text()).get("auto_map")
+    except (OSError, ValueError) as exc:
+        raise TargetError(f"target config {str(config_path)!r} is unreadable: {exc}") from exc
+    if auto_map:
+        raise TargetError(
+            f"target config {str(config_path)!r} needs remote code (auto_map: "
+            f"{', '.join(sorted(auto_map))}); only architectures built into transformers are supported"
+        )
+
+
+def resolve_local(path: Path) -> ResolvedTarget:
     path = Path(path).expanduser().resolve()
     if not (path / "config.json").is_file():
         raise TargetError(
             f"target {str(path)!r}: not a Hugging Face model directory (no config.json)"
         )
-    return ResolvedTarget(
-        str(path), target_key(str(path)), local_dir_revision(path), path, trust_remote_code
-    )
+    refuse_remote_code(path / "config.json")
+    return ResolvedTarget(str(path), target_key(str(path)), local_dir_revision(path), path)
 
 
-def resolve_hub(
-    repo_id: str, revision: str, cache_root: Path, trust_remote_code: bool = False
-) -> ResolvedTarget:
+def resolve_hub(repo_id: str, revision: str, cache_root: Path) -> ResolvedTarget:
     """Download a pinned hub snapshot; the revision is resolved to a commit so it is reproducible."""
     from huggingface_hub import snapshot_download
 
@@ -243,9 +257,8 @@ def resolve_hub(
     except Exception as exc:  # network, auth, missing repo: all end the same way for the user
         raise TargetError(f"target {repo_id!r}@{revision}: cannot download ({exc})") from exc
     commit = Path(path).name
-    return ResolvedTarget(
-        f"{repo_id}@{revision}", target_key(repo_id), commit, Path(path), trust_remote_code
-    )
+    refuse_remote_code(Path(path) / "config.json")
+    return ResolvedTarget(f"{repo_id}@{revision}", target_key(repo_id), commit, Path(path))
 
 
 def is_hub_id(name: str) -> bool:
@@ -298,19 +311,15 @@ def check_target(name: str, revision: str = "main") -> str:
     return kind
 
 
-def observe_revision(
-    name: str, cache_root: Path, revision: str = "main", trust_remote_code: bool = False
-) -> str:
+def observe_revision(name: str, cache_root: Path, revision: str = "main") -> str:
     """The target's current revision: a hub commit asks the hub's API, never downloads weights;
     local and embedded targets are hashed (the embedded ones are converted once, then cached)."""
     if target_kind(name) == "hub":
         return hub_commit(name, revision)
-    return resolve_target(name, cache_root, revision, trust_remote_code).revision
+    return resolve_target(name, cache_root, revision).revision
 
 
-def resolve_target(
-    name: str, cache_root: Path, revision: str = "main", trust_remote_code: bool = False
-) -> ResolvedTarget:
+def resolve_target(name: str, cache_root: Path, revision: str = "main") -> ResolvedTarget:
     """`embedded:...`, an existing local directory, or `org/model` on the hub."""
     kind = target_kind(name)
     if name == TINY_NAME:
@@ -318,8 +327,8 @@ def resolve_target(
     if kind == "embedded":
         return resolve_embedded(cache_root)
     if kind == "local":
-        return resolve_local(Path(name), trust_remote_code)
-    return resolve_hub(name, revision, cache_root, trust_remote_code)
+        return resolve_local(Path(name))
+    return resolve_hub(name, revision, cache_root)
 
 
 def card_metadata(name: str, path: Path) -> tuple[str | None, str | None]:

@@ -5,20 +5,54 @@ summaries back to the run through `dagster_pipes`; launched by hand, it prints t
 exits non-zero with the error on stderr, so a failed training fails the materialization. Absolute
 imports only: multi-device launchers (gaudi_spawn, torchrun) run this file as a script. Under
 torchrun only rank 0 opens Pipes (see `run_spec`).
+
+No orphans: when the launcher names itself in FASTDRAFT_PARENT_PID, the trainer asks the kernel
+for SIGTERM when that parent dies (it checkpoints at the next step boundary and stops), and
+holds `<checkpoints>/.trainer.lock` while it trains, so a rerun's trainer waits for a dying one
+instead of racing it on the same checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.storage.artifacts import exclusive_lock
 from fastdraft_dag.training.trainer import train
+
+PARENT_ENV = "FASTDRAFT_PARENT_PID"
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> bool:
+    """Get SIGTERM when the launching process dies; False (exit) if it is already gone.
+
+    Without this, `kill -9` of `fastdraft run` leaves the trainer running under PID 1, still
+    writing checkpoints. Linux only (prctl); elsewhere a no-op that returns True.
+    """
+    expected = os.environ.get(PARENT_ENV, "")
+    if not expected or not sys.platform.startswith("linux"):
+        return True
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        return True  # not permitted here: keep training rather than fail
+    return os.getppid() == int(expected)  # the parent died before prctl: nobody to report to
+
+
+def _checkpoint_lock(spec: dict[str, Any]) -> contextlib.AbstractContextManager:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    ckpt_dir = Path(spec.get("checkpoint_dir") or Path(spec["out_dir"]) / "_checkpoints")
+    return exclusive_lock(ckpt_dir / ".trainer.lock", _print_log)
 
 
 def _print_log(message: str) -> None:
@@ -60,8 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train a FastDraft draft model from a JSON spec.")
     parser.add_argument("--spec", required=True, type=Path, help="path to the training spec JSON")
     args = parser.parse_args(argv)
+    if not die_with_parent():
+        print("training not started: the launching process is gone", file=sys.stderr)
+        return 1
     try:
-        metrics = run_spec(json.loads(args.spec.read_text()))
+        spec = json.loads(args.spec.read_text())
+        with _checkpoint_lock(spec):
+            metrics = run_spec(spec)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         print(f"training failed: {exc}", file=sys.stderr, flush=True)

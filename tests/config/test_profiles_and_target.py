@@ -99,3 +99,13 @@ def test_tokenizer_mismatch_is_described(target_dir, tmp_path):
     (other / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
     diffs = tokenizer_differences(other, target_dir)
     assert len(diffs) == 1 and diffs[0].startswith("chat template")
+
+
+def test_a_target_that_needs_remote_code_is_refused_naming_its_config(tmp_path):
+    """No loader passes trust_remote_code, so such a target fails at once, by name."""
+    model = tmp_path / "custom-model"
+    model.mkdir()
+    config = {"model_type": "custom", "auto_map": {"AutoConfig": "configuration_custom.Cfg"}}
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TargetError, match=f"{model / 'config.json'}.*needs remote code"):
+        resolve_target(str(model), tmp_path / "cache")

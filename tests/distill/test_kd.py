@@ -23,6 +23,17 @@ def test_torn_last_line_is_repaired(tmp_path: Path) -> None:
     assert _lines(out) == [good]
 
 
+def test_a_repeated_id_is_read_once_and_rewritten_away(tmp_path: Path) -> None:
+    """Two writers appending the same rows (before builds were locked) must not double the set."""
+    out = tmp_path / "kd.jsonl"
+    a, b = {"id": "a", "response": "1"}, {"id": "b", "response": "2"}
+    late = {"id": "a", "response": "other"}
+    out.write_text("".join(json.dumps(r) + "\n" for r in (a, b, late, b)))
+    assert kd.read_rows(out) == ([a, b], 2)
+    assert kd.existing_ids(out) == {"a", "b"}
+    assert _lines(out) == [a, b]
+
+
 def _kd_row(rid: str, prompt: str, response: str, finish: str = "eos", chat: bool = True) -> dict:
     return {
         "id": rid,

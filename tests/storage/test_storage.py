@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from fastdraft_dag.storage.artifacts import ArtifactStore, read_artifact
-from fastdraft_dag.storage.tables import SCHEMA, connect, query, record_rows
+from fastdraft_dag.storage.artifacts import (
+    ArtifactCorruptError,
+    ArtifactStore,
+    DiskFullError,
+    ManifestError,
+    read_artifact,
+    verify_artifact,
+    verify_root,
+)
+from fastdraft_dag.storage.tables import SCHEMA, TableFileError, connect, query, record_rows
 
 
 def _build(store: ArtifactStore, text: str, config: dict | None = None, calls: list | None = None):
@@ -120,3 +132,114 @@ def test_older_database_gains_new_columns_and_keeps_history(tmp_path):
 def test_manifest_is_valid_json_on_disk(tmp_path):
     art = _build(ArtifactStore(tmp_path), "y")
     assert json.loads((art.path / "manifest.json").read_text())["data_version"] == art.data_version
+
+
+# ---------------------------------------------------------------- crash safety
+
+
+def test_truncated_manifest_is_named_and_the_artifact_rebuilt(tmp_path):
+    store, calls, logs = ArtifactStore(tmp_path), [], []
+    first = _build(store, "x", calls=calls)
+    manifest = first.path / "manifest.json"
+    manifest.write_text(manifest.read_text()[:40])
+    with pytest.raises(ManifestError, match=str(manifest)):
+        read_artifact(first.path)
+
+    def build(out: Path) -> dict:
+        calls.append(out)
+        (out / "data.txt").write_text("x")
+        return {}
+
+    again = store.build(
+        "a", "p", code_version="1", config={}, inputs={}, build=build, log=logs.append
+    )
+    assert len(calls) == 2 and not again.reused and again.path == first.path
+    assert [p.name for p in (tmp_path / "a" / "p").glob(f".{first.path.name}.bad-*")]
+    assert "failed verification" in logs[0] and "manifest.json" in logs[0]
+
+
+@pytest.mark.parametrize("level, consumed, caught", [
+    ("sizes", (), False), ("consumed", ("*.txt",), True), ("consumed", ("*.bin",), False),
+    ("all", (), True),
+])  # fmt: skip
+def test_same_size_corruption_is_caught_by_checksums_of_what_is_consumed(
+    tmp_path, level, consumed, caught
+):
+    store = ArtifactStore(tmp_path, verify=level)
+    art = _build(store, "hello")
+    (art.path / "data.txt").write_text("jello")  # same size, other bytes
+    assert bool(verify_artifact(art, level, consumed)) is caught
+    calls: list = []
+
+    def build(out: Path) -> dict:
+        calls.append(out)
+        (out / "data.txt").write_text("hello")
+        return {}
+
+    kw = dict(code_version="1", config={}, inputs={}, build=build, consumed=consumed)
+    assert store.build("a", "p", **kw).reused is not caught
+    assert len(calls) == int(caught)
+
+
+def test_a_shorter_file_fails_latest_and_verify_root_naming_it(tmp_path):
+    store = ArtifactStore(tmp_path)
+    art = _build(store, "hello")
+    (art.path / "data.txt").write_text("hell")
+    with pytest.raises(ArtifactCorruptError, match="data.txt: 4 bytes, manifest says 5"):
+        store.latest("a", "p")
+    report = verify_root(tmp_path)
+    assert list(report) == [str(art.path)] and "data.txt" in report[str(art.path)][0]
+
+
+def test_second_builder_waits_for_the_first_and_reuses_its_result(tmp_path):
+    """Two processes build the same version at once: one builds, the other reuses its result."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from pathlib import Path
+        from fastdraft_dag.storage.artifacts import ArtifactStore
+
+        def build(out):
+            with open(out / "rows.jsonl", "a") as f:
+                f.write(sys.argv[2] + "\\n")
+            time.sleep(1.0)
+            return {}
+
+        art = ArtifactStore(Path(sys.argv[1])).build(
+            "kd", "p", code_version="1", config={}, inputs={}, build=build, resumable=True,
+            log=lambda m: print("WAIT", m, flush=True))
+        print("REUSED" if art.reused else "BUILT", flush=True)
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), name], stdout=subprocess.PIPE, text=True
+        )
+        for name in ("one", "two")
+    ]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sorted(o.split()[-1] for o in outs) == ["BUILT", "REUSED"]
+    assert any("WAIT" in o and "held by pid" in o for o in outs)
+    rows = (ArtifactStore(tmp_path).latest("kd", "p").path / "rows.jsonl").read_text().split()
+    assert len(rows) == 1
+
+
+def test_disk_full_names_the_path_and_the_space_needed(tmp_path):
+    def build(out: Path) -> dict:
+        (out / "part.bin").write_bytes(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(
+        DiskFullError, match=f"no space left building a \\[p\\] in {tmp_path / 'a' / 'p'}.*MiB free"
+    ):
+        ArtifactStore(tmp_path).build("a", "p", code_version="1", config={}, inputs={}, build=build)
+
+
+def test_corrupt_duckdb_file_is_named(tmp_path):
+    db = tmp_path / "fd.duckdb"
+    db.write_bytes(b"not a duckdb file" * 100)
+    with pytest.raises(TableFileError, match=f"DuckDB file '{db}'"):
+        connect(db, wait=1.0)
+    with pytest.raises(TableFileError, match=f"DuckDB file '{db}'"):
+        record_rows(db, "corpus_stats", "v", [{"source": "s"}], "r")
