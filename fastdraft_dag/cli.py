@@ -6,6 +6,7 @@ the artifact root (when DAGSTER_HOME points there), so CLI runs show up in `make
   fastdraft run [--profile P] [--partition KEY] [--select SEL] [--stale-only] [--verify]
   fastdraft report [--profile P] [--partition KEY]
   fastdraft artifacts verify [--root R] [--sizes-only]
+  fastdraft bench --draft DIR [--target T] [--prompts F.jsonl ...] [--ks 2,3] [--offline|--live]
   fastdraft targets add ID [--revision R]
   fastdraft targets list
 """
@@ -207,6 +208,76 @@ def verify_command(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
+def _bench_target(args: argparse.Namespace):
+    """--partition (a registered key), --target (a registered key, hub id or directory), else
+    the profile's target."""
+    from fastdraft_dag.resources.pipeline import FastDraftPipeline
+
+    pipeline = FastDraftPipeline(profile_name=args.profile, artifact_root=args.root)
+    key = args.partition or (args.target if args.target in pipeline.registry.specs() else "")
+    if key or not args.target:
+        return pipeline, pipeline.resolve_target(key or None)
+    from fastdraft_dag.targets.resolve import resolve_target
+
+    return pipeline, resolve_target(args.target, pipeline.root / "targets")
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """Evaluate any draft against any target on built-in and/or the user's prompts."""
+    import uuid
+
+    from fastdraft_dag.evaluation.adhoc import AdhocJob, locate_draft, record_adhoc, run_adhoc
+    from fastdraft_dag.evaluation.results import bench_prompt_set
+    from fastdraft_dag.reporting.tables import render_benchmark
+    from fastdraft_dag.resources.core_ultra import CoreUltraResource
+    from fastdraft_dag.storage.artifacts import write_json_atomic
+
+    try:
+        pipeline, target = _bench_target(args)
+        draft = locate_draft(Path(args.draft))
+        prompts, _ = bench_prompt_set(args.per_family, args.prompts, setting="--per-family")
+        both = not args.offline and not args.live
+        job = AdhocJob(
+            target.name, target.path, target.revision, draft, prompts,
+            ks=tuple(int(k) for k in args.ks.split(",")), offline=args.offline or both,
+            live=args.live or both, max_new_tokens=args.max_new_tokens,
+            target_format=args.target_format, draft_format=args.draft_format,
+            threads=pipeline.profile.threads,
+        )  # fmt: skip
+        _warn_kd_overlap(pipeline, target.key, args.prompts)
+        tables = run_adhoc(job, CoreUltraResource(device=args.device), pipeline.root / "adhoc")
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fastdraft bench: {exc}", file=sys.stderr)
+        return 2
+    run_id = f"adhoc-{uuid.uuid4().hex[:12]}"
+    version = record_adhoc(pipeline.db_path, job, tables, run_id)
+    out = Path(args.out or pipeline.root / "adhoc" / "runs" / version)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", {**tables, "run_id": run_id, "draft": str(draft.path)})
+    summary = render_benchmark(tables)
+    (out / "results.md").write_text(summary)
+    print(f"\n## Ad-hoc benchmark: draft {draft.path} on {target.name}\n\n{summary}")
+    print(f"\nrows in {pipeline.db_path} (run_kind 'adhoc', run_id {run_id}); files in {out}")
+    return 0
+
+
+def _warn_kd_overlap(pipeline, key: str, files: list[str]) -> None:
+    """Warn when the user's prompts share text with this target's KD prompts, if any exist."""
+    from fastdraft_dag.evaluation.adhoc import kd_contamination
+
+    kd_dir = pipeline.root / "synthetic_kd_dataset" / key
+    latest = kd_dir / "LATEST"
+    kd_file = kd_dir / latest.read_text().strip() / "kd.jsonl" if latest.is_file() else kd_dir
+    pairs = kd_contamination(kd_file, files)
+    if pairs:
+        shown = ", ".join(f"{e} ~ {k}" for k, e in pairs[:5])
+        print(
+            f"warning: {len(pairs)} evaluation prompts share a 13-word n-gram with the KD "
+            f"prompts the draft was trained on ({shown}): their acceptance is optimistic",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", default=os.environ.get("FASTDRAFT_PROFILE", "default"))
@@ -239,6 +310,31 @@ def main(argv: list[str] | None = None) -> int:
     asub = artifacts.add_subparsers(dest="action", required=True)
     check = asub.add_parser("verify", parents=[common], help="check every artifact under --root")
     check.add_argument("--sizes-only", action="store_true", help="sizes only, no checksums")
+    bench = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="evaluate any draft against any target without the graph (offline and/or live)",
+    )
+    bench.add_argument(
+        "--draft", required=True, help="a Hugging Face directory, a release folder or a draft IR"
+    )
+    bench.add_argument(
+        "--prompts", action="append", default=[], metavar="F.jsonl",
+        help="evaluation prompts {id, task, prompt[, chat]} (repeatable); never KD inputs",
+    )  # fmt: skip
+    bench.add_argument(
+        "--per-family", type=int, default=8, help="built-in prompts per family (0: only --prompts)"
+    )
+    bench.add_argument("--ks", default="2,3,4", help="draft lengths k, comma-separated")
+    bench.add_argument("--offline", action="store_true", help="acceptance from logits only")
+    bench.add_argument("--live", action="store_true", help="wall-clock decoding modes only")
+    bench.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU)")
+    bench.add_argument("--max-new-tokens", type=int, default=64, help="tokens per prompt")
+    bench.add_argument("--target-format", default="int8", help="precision of the target's IR")
+    bench.add_argument(
+        "--draft-format", default="int8", help="precision of the draft's IR (given or exported)"
+    )
+    bench.add_argument("--out", default="", help="results folder (default: <root>/adhoc/runs/…)")
     targets = sub.add_parser("targets", help="register and list targets (one partition each)")
     tsub = targets.add_subparsers(dest="action", required=True)
     add = tsub.add_parser(
@@ -250,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "targets":
         return targets_command(args)
+    if args.command == "bench":
+        return bench_command(args)
     if args.command == "artifacts":
         return verify_command(args)
     if args.command == "run":

@@ -30,7 +30,7 @@ SCHEMA = {
         run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, target VARCHAR,
         draft_version VARCHAR, task VARCHAR, k INTEGER, alpha_greedy DOUBLE, alpha_sampled DOUBLE, tau_iid DOUBLE, tau_sim DOUBLE,
         mbsu DOUBLE, r DOUBLE, n_prompts INTEGER, n_tokens INTEGER, precision VARCHAR,
-        target_precision VARCHAR""",
+        target_precision VARCHAR, run_kind VARCHAR""",
     "benchmark_wallclock": """
         run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, target VARCHAR,
         draft_version VARCHAR, draft_precision VARCHAR, target_precision VARCHAR, device VARCHAR, precision_hint VARCHAR,
@@ -39,7 +39,7 @@ SCHEMA = {
         agreement DOUBLE, first_divergence INTEGER, divergence_margin DOUBLE, n_prompts INTEGER,
         mode VARCHAR, draft VARCHAR, tokens BIGINT, tok_s DOUBLE, ttft_ms DOUBLE, tpot_ms DOUBLE,
         accepted_per_step DOUBLE, threads INTEGER, confidence_threshold DOUBLE,
-        speedup_ci_low DOUBLE, speedup_ci_high DOUBLE""",
+        speedup_ci_low DOUBLE, speedup_ci_high DOUBLE, run_kind VARCHAR""",
 }
 
 
@@ -163,7 +163,7 @@ def previous_acceptance(
         """
         WITH prev AS (
             SELECT artifact_version FROM benchmark_offline
-            WHERE target = ? AND artifact_version <> ?
+            WHERE target = ? AND artifact_version <> ? AND coalesce(run_kind, 'graph') <> 'adhoc'
             GROUP BY artifact_version ORDER BY max(created_at) DESC LIMIT 1)
         SELECT b.artifact_version, b.task, avg(b.alpha_greedy) AS alpha_greedy
         FROM benchmark_offline b JOIN prev USING (artifact_version)

@@ -487,3 +487,56 @@ def test_release_loads_as_is_and_its_snippets_decode_like_plain(tiny, tmp_path):
         got_hf = _run_snippet(hf_code, folder, target, target_ir)
         assert got_hf.rstrip("\n").startswith(want_hf.rstrip("\n")), (got_hf, want_hf)
         assert _run_snippet(ov_code, folder, target, target_ir) == want_ov
+
+
+def test_fastdraft_bench_scores_any_draft_on_user_prompts(tiny, tmp_path, capsys):
+    """`fastdraft bench` on the tiny release with a user prompt file: the same tables, DuckDB
+    rows marked ad-hoc (never a graph run's baseline), a KD-overlap warning, and a tokenizer
+    mismatch refused naming both sides."""
+    import shutil
+
+    from fastdraft_dag.cli import main
+    from fastdraft_dag.storage.tables import previous_acceptance
+
+    root, _, _, _ = tiny
+    store = ArtifactStore(root)
+    release = store.latest("benchmark_tables", "tiny-random").path / "release"
+    kd_row = next(
+        json.loads(line)
+        for line in (store.latest("synthetic_kd_dataset", "tiny-random").path / "kd.jsonl")
+        .read_text()
+        .splitlines()
+        if len(json.loads(line)["prompt"].split()) > 20
+    )
+    prompts = tmp_path / "mine.jsonl"
+    rows = [
+        {"id": "mine/1", "task": "mine", "prompt": "Write a haiku about the sea.", "chat": True},
+        {"id": "mine/2", "task": "mine", "prompt": kd_row["prompt"], "chat": kd_row["chat"]},
+    ]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["bench", "--profile", "tiny", "--root", str(root), "--target", "embedded:tiny-random",
+            "--prompts", str(prompts), "--per-family", "1", "--ks", "2", "--max-new-tokens", "8",
+            "--target-format", "fp16"]  # fmt: skip
+    assert main([*args, "--draft", str(release)]) == 0
+    out = capsys.readouterr()
+    assert "Ad-hoc benchmark" in out.out and "| mine |" in out.out
+    assert "| torch-fp32 |" in out.out and "| plain |" in out.out
+    assert "share a 13-word n-gram with the KD prompts" in out.err and "mine/2" in out.err
+    adhoc = query(
+        root / "fastdraft.duckdb",
+        "SELECT DISTINCT artifact_version, task FROM benchmark_offline WHERE run_kind = 'adhoc'",
+    )
+    assert {r["task"] for r in adhoc} >= {"mine", "code", "all"}
+    graph = store.latest("benchmark_tables", "tiny-random").manifest["version"]
+    previous, _ = previous_acceptance(root / "fastdraft.duckdb", "embedded:tiny-random", graph)
+    assert previous is None or not previous.startswith("adhoc")
+
+    other = tmp_path / "other-draft"
+    shutil.copytree(release, other)
+    tok = json.loads((other / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    vocab["zzzunseen"] = vocab.pop(next(iter(vocab)))
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    assert main([*args, "--draft", str(other), "--live"]) == 2
+    err = capsys.readouterr().err
+    assert str(other) in err and "target" in err
