@@ -26,7 +26,9 @@ def build_artifact(
     build: Callable[[Path], Mapping[str, Any]],
     resumable: bool = False,
 ) -> Artifact:
-    """This asset's artifact for these inputs: reused when its version exists, else built."""
+    """This asset's artifact for these inputs: reused when its version exists, else built.
+
+    Its manifest keeps the run's whole recipe (`fastdraft config show --artifact`)."""
     return pipeline.store.build(
         context.asset_key.to_user_string(),
         partition,
@@ -35,6 +37,7 @@ def build_artifact(
         inputs=inputs,
         build=build,
         resumable=resumable,
+        recipe=pipeline.recipe,
     )
 
 

@@ -137,8 +137,8 @@ def _compact(data: Any, obj: Any) -> Any:
 
 def recipe_yaml(profile: Profile, source: str = "") -> str:
     """The effective recipe as YAML, with a header saying where it came from."""
-    head = f"# Effective recipe{f' ({source})' if source else ''}: every setting, so it loads\n"
-    head += "# as it is: `fastdraft run --config FILE`. Reference: docs/settings.md\n"
+    head = f"# Effective recipe{f' ({source})' if source else ''}: every setting, so this file\n"
+    head += "# loads as it is (`fastdraft run --config FILE`). Reference: docs/settings.md\n"
     return head + yaml.safe_dump(recipe_data(profile), sort_keys=False, width=4096)
 
 

@@ -93,6 +93,7 @@ class ArtifactStore:
         inputs: Mapping[str, str],
         build: Callable[[Path], Mapping[str, Any]],
         resumable: bool = False,
+        recipe: Mapping[str, Any] | None = None,
     ) -> Artifact:
         """Return the artifact for these inputs, building it only if no finished one exists.
 
@@ -100,6 +101,8 @@ class ArtifactStore:
         `resumable`, the temporary directory has a stable name and survives a failure, so a
         rerun continues from the files a killed run left there (generation appends rows,
         training keeps checkpoints); it still becomes the artifact only when complete.
+        `recipe`, the whole recipe of the run that builds it, is kept in the manifest so the
+        artifact can be reproduced; it is not hashed (`config` holds what the version depends on).
         """
         version = stable_hash(
             {"asset": asset, "code": code_version, "config": config, "inputs": inputs}
@@ -122,6 +125,7 @@ class ArtifactStore:
                 "version": version,
                 "code_version": code_version,
                 "config": config,
+                **({"recipe": recipe} if recipe is not None else {}),
                 "inputs": dict(inputs),
                 "metrics": metrics,
                 "files": checksums,
