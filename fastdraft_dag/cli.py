@@ -18,9 +18,9 @@ import json
 import os
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from fastdraft_dag import __version__
 from fastdraft_dag.assets.automation import TARGET_CHAIN
 
 ORDER = ("filtered_corpora", *TARGET_CHAIN)
@@ -195,6 +195,14 @@ def config_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (a checkout that was never installed has none)."""
+    try:
+        return version("fastdraft-dag")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def _recipe_options(parser: argparse.ArgumentParser) -> None:
     """--profile, --config and --target: what every command that reads a recipe takes."""
     parser.add_argument(
@@ -232,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--partition", default="", help="a registered target's key (`fastdraft targets list`)"
     )
     parser = argparse.ArgumentParser(prog="fastdraft", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version", version=f"fastdraft {__version__}")
+    parser.add_argument("--version", action="version", version=f"fastdraft {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", parents=[common], help="materialize, then print the report")
     run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'openvino_ir*'")
@@ -269,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fastdraft_dag.core.errors import ConfigError
+    from fastdraft_dag.config.schema import ProfileError as ConfigError
 
     args = build_parser().parse_args(argv)
     try:

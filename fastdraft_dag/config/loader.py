@@ -43,8 +43,6 @@ def describe(tp: Any) -> str:
         return f"list of {describe(args[0])}"
     if origin is dict:
         return f"mapping {describe(args[0])} -> {describe(args[1])}"
-    if dataclasses.is_dataclass(tp):
-        return f"{tp.__name__} (a name or a mapping)" if hasattr(tp, "parse") else tp.__name__
     return getattr(tp, "__name__", str(tp))
 
 
@@ -64,10 +62,10 @@ def _check_keys(cls: type, data: Any, path: str) -> None:
     for key in data:
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
-            hint = f"did you mean {_join(path, close[0])!r}?" if close else ""
+            hint = f"; did you mean {_join(path, close[0])!r}?" if close else ""
             raise ConfigError(
-                f"{_join(path, key)}: unknown setting; {hint} (valid keys of "
-                f"{path or 'the recipe'}: {', '.join(valid)})".replace("; (", " (")
+                f"{_join(path, key)}: unknown setting{hint} (valid keys of "
+                f"{path or 'the recipe'}: {', '.join(valid)})"
             )
 
 
@@ -178,14 +176,14 @@ def override(obj: T, data: Any, path: str = "") -> T:
     changes = {}
     for key, value in data.items():
         tp, sub = types_[key], _join(path, key)
-        if _is_section(tp) and isinstance(value, Mapping):
+        if is_section(tp) and isinstance(value, Mapping):
             changes[key] = override(getattr(obj, key), value, sub)
         else:
             changes[key] = convert(tp, value, sub)
     return _construct(cls, path, lambda: dataclasses.replace(obj, **changes))
 
 
-def _is_section(tp: Any) -> bool:
+def is_section(tp: Any) -> bool:
     """A nested settings block (merged key by key), not an item such as a source (replaced)."""
     return dataclasses.is_dataclass(tp) and not hasattr(tp, "parse")
 
