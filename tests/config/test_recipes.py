@@ -174,3 +174,18 @@ def test_an_artifact_without_a_recipe_says_so(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(ProfileError, match="no recipe"):
         artifact_recipe(tmp_path)
+
+
+def test_config_show_reads_fastdraft_config(tmp_path, capsys, monkeypatch):
+    from fastdraft_dag.cli import main
+
+    monkeypatch.setenv("FASTDRAFT_CONFIG", str(write(tmp_path, "base: tiny\nthreads: 5\n")))
+    assert main(["config", "show"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["threads"] == 5
+
+
+def test_the_readme_recipe_example_loads(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("# my-recipe.yaml\n", 1)[1].split("```", 1)[0]
+    got = load_profile("tiny", config_file=write(tmp_path, block))
+    assert (got.name, got.kd.n_instruction, got.bench.sd_ks) == ("default", 600, (2, 4, 6))
