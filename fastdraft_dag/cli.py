@@ -3,12 +3,14 @@
 The same Definitions the UI serves, executed in process against the persistent instance under
 the artifact root (when DAGSTER_HOME points there), so CLI runs show up in `make ui`'s history.
 
-  fastdraft run [--profile P] [--partition KEY] [--select SEL] [--stale-only] [--verify]
-  fastdraft report [--profile P] [--partition KEY]
+  fastdraft run [--profile P] [--config F] [--partition KEY] [--select SEL] [--stale-only] [--verify]
+  fastdraft report [--profile P] [--config F] [--partition KEY]
+  fastdraft config show [--profile P] [--config F | --artifact PATH]
   fastdraft artifacts verify [--root R] [--sizes-only]
   fastdraft bench --draft DIR [--target T] [--prompts F.jsonl ...] [--ks 2,3] [--offline|--live]
   fastdraft targets add ID [--revision R]
   fastdraft targets list
+  fastdraft --version
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastdraft_dag.assets.automation import TARGET_CHAIN
@@ -42,12 +45,14 @@ def materialize_all(
     selection: str = "*",
     partition: str = "",
     stale_only: bool = False,
+    config_file: str = "",
 ) -> bool:
     """Observe the target, then materialize the selection; up-to-date artifacts are reused.
 
     The target is `partition` (a registered key) or the profile's target, registered on first
     use. With `stale_only`, only the selected assets that are stale or missing for that target
-    run (what the UI's "Materialize unsynced" does).
+    run (what the UI's "Materialize unsynced" does). `config_file` is a recipe on top of the
+    profile; it is validated while the Definitions are built, before anything runs.
     """
     import dagster as dg
 
@@ -61,7 +66,9 @@ def materialize_all(
     )
     from fastdraft_dag.definitions import build_defs
 
-    defs = build_defs(profile, root, target, os.environ.get("FASTDRAFT_SOURCES", ""))
+    defs = build_defs(
+        profile, root, target, os.environ.get("FASTDRAFT_SOURCES", ""), config_file=config_file
+    )
     pipeline = defs.resources["pipeline"]
     instance = _instance()
     heal_dead_runs(instance, _say)
@@ -132,13 +139,15 @@ def asset_times(root: str, partition: str) -> list[dict]:
     return rows
 
 
-def print_report(profile: str, root: str, target: str = "", partition: str = "") -> None:
+def print_report(
+    profile: str, root: str, target: str = "", partition: str = "", config_file: str = ""
+) -> None:
     from fastdraft_dag.config.presets import load_profile
     from fastdraft_dag.reporting.tables import md_table, render_benchmark
     from fastdraft_dag.storage.artifacts import ArtifactStore
     from fastdraft_dag.targets.resolve import target_key
 
-    prof = load_profile(profile, target or None)
+    prof = load_profile(profile, target or None, config_file or None)
     key = partition or target_key(prof.target)
     times = asset_times(root, key)
     print("\n## Per-asset build time (seconds, from each artifact's manifest)\n")
@@ -161,7 +170,10 @@ def targets_command(args: argparse.Namespace) -> int:
     from fastdraft_dag.targets.resolve import TargetError
 
     pipeline = FastDraftPipeline(
-        profile_name=args.profile, artifact_root=args.root, target=args.target
+        profile_name=args.profile,
+        config_file=args.config,
+        artifact_root=args.root,
+        target=args.target,
     )
     instance = _instance()
     if args.action == "add":
@@ -213,7 +225,9 @@ def _bench_target(args: argparse.Namespace):
     the profile's target."""
     from fastdraft_dag.resources.pipeline import FastDraftPipeline
 
-    pipeline = FastDraftPipeline(profile_name=args.profile, artifact_root=args.root)
+    pipeline = FastDraftPipeline(
+        profile_name=args.profile, config_file=args.config, artifact_root=args.root
+    )
     key = args.partition or (args.target if args.target in pipeline.registry.specs() else "")
     if key or not args.target:
         return pipeline, pipeline.resolve_target(key or None)
@@ -278,19 +292,65 @@ def _warn_kd_overlap(pipeline, key: str, files: list[str]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--profile", default=os.environ.get("FASTDRAFT_PROFILE", "default"))
-    common.add_argument("--root", default=os.environ.get("FASTDRAFT_HOME", "artifacts"))
-    common.add_argument(
+def config_command(args: argparse.Namespace) -> int:
+    """`config show`: the effective recipe (a preset, a recipe file on one, or an artifact's)."""
+    from fastdraft_dag.config.presets import artifact_recipe, load_profile, recipe_yaml
+
+    if args.artifact:
+        profile, source = artifact_recipe(args.artifact), f"built {args.artifact}"
+    else:
+        profile = load_profile(args.profile, args.target or None, args.config or None)
+        source = f"profile {args.profile}" + (f" + {args.config}" if args.config else "")
+    print(recipe_yaml(profile, source), end="")
+    return 0
+
+
+def package_version() -> str:
+    """The installed distribution's version (a checkout that was never installed has none)."""
+    try:
+        return version("fastdraft-dag")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _recipe_options(parser: argparse.ArgumentParser) -> None:
+    """--profile, --config and --target: what every command that reads a recipe takes."""
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("FASTDRAFT_PROFILE", "default"),
+        help="preset the recipe starts from: tiny | default | paper "
+        "(env FASTDRAFT_PROFILE; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("FASTDRAFT_CONFIG", ""),
+        metavar="RECIPE.yaml",
+        help="recipe file overriding settings of the preset; its `base:` names the preset "
+        "(env FASTDRAFT_CONFIG; settings: docs/settings.md)",
+    )
+    parser.add_argument(
         "--target",
         default=os.environ.get("FASTDRAFT_TARGET", ""),
-        help="hub id or local directory replacing the profile's target (registered on first use)",
+        help="hub id or local directory replacing the recipe's target, registered on first use "
+        "(env FASTDRAFT_TARGET)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; every option says what it is (tests/test_cli_help.py checks)."""
+    common = argparse.ArgumentParser(add_help=False)
+    _recipe_options(common)
+    common.add_argument(
+        "--root",
+        default=os.environ.get("FASTDRAFT_HOME", "artifacts"),
+        help="artifact root: artifacts, the DuckDB tables and targets.json "
+        "(env FASTDRAFT_HOME; default: %(default)s)",
     )
     common.add_argument(
         "--partition", default="", help="a registered target's key (`fastdraft targets list`)"
     )
     parser = argparse.ArgumentParser(prog="fastdraft", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"fastdraft {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", parents=[common], help="materialize, then print the report")
     run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'openvino_ir*'")
@@ -335,6 +395,16 @@ def main(argv: list[str] | None = None) -> int:
         "--draft-format", default="int8", help="precision of the draft's IR (given or exported)"
     )
     bench.add_argument("--out", default="", help="results folder (default: <root>/adhoc/runs/…)")
+    config = sub.add_parser("config", help="print recipes (presets, recipe files, artifacts')")
+    csub = config.add_subparsers(dest="action", required=True)
+    show = csub.add_parser("show", help="print the effective recipe as YAML (loads back as-is)")
+    _recipe_options(show)
+    show.add_argument(
+        "--artifact",
+        metavar="PATH",
+        help="print the recipe that built this artifact instead (its directory, its "
+        "manifest.json, or <root>/<asset>/<partition> for the latest)",
+    )
     targets = sub.add_parser("targets", help="register and list targets (one partition each)")
     tsub = targets.add_subparsers(dest="action", required=True)
     add = tsub.add_parser(
@@ -343,24 +413,46 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("id", help="org/model[@revision], a local HF directory, or embedded:<name>")
     add.add_argument("--revision", default="main", help="hub branch, tag or commit")
     tsub.add_parser("list", parents=[common], help="registered targets and their partitions")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fastdraft_dag.config.schema import ProfileError as ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as e:  # a bad recipe or setting: say which, no traceback
+        print(f"fastdraft {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "targets":
         return targets_command(args)
     if args.command == "bench":
         return bench_command(args)
     if args.command == "artifacts":
         return verify_command(args)
+    if args.command == "config":
+        return config_command(args)
     if args.command == "run":
         if args.verify:
             os.environ["FASTDRAFT_VERIFY"] = "all"
         started = time.time()
         ok = materialize_all(
-            args.profile, args.root, args.target, args.select, args.partition, args.stale_only
+            args.profile,
+            args.root,
+            args.target,
+            args.select,
+            args.partition,
+            args.stale_only,
+            args.config,
         )
         print(f"\nrun {'succeeded' if ok else 'FAILED'} in {time.time() - started:.0f} s")
         if not ok:
             return 1
-    print_report(args.profile, args.root, args.target, args.partition)
+    print_report(args.profile, args.root, args.target, args.partition, args.config)
     return 0
 
 

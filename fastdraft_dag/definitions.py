@@ -2,6 +2,8 @@
 
 FASTDRAFT_PROFILE (tiny | default | paper), FASTDRAFT_HOME (artifact root) and FASTDRAFT_TARGET
 (a hub id or local directory overriding the profile's target) choose what `dagster dev` serves;
+FASTDRAFT_CONFIG names a recipe YAML overriding settings of the profile (validated here, so a
+bad recipe stops the code location from loading with an error naming the setting);
 FASTDRAFT_SOURCES names a YAML/JSON file of corpus sources replacing the profile's.
 FASTDRAFT_RETRAIN_CRON (default nightly 02:00), FASTDRAFT_OBSERVE_CRON (hourly at :30) and
 FASTDRAFT_CRON_TZ (UTC) set the retraining window and the target observation schedule; an
@@ -43,6 +45,7 @@ def build_defs(
     target_override: str = "",
     sources_file: str = "",
     *,
+    config_file: str = "",
     retrain_cron: str | None = None,
     observe_cron: str | None = None,
     cron_timezone: str | None = None,
@@ -67,6 +70,7 @@ def build_defs(
         artifact_root=artifact_root,
         target=target_override,
         sources_file=sources_file,
+        config_file=config_file,
         acceptance_tolerance=acceptance_tolerance,
     )
     threads = pipeline.profile.threads or os.cpu_count() or 1
@@ -89,4 +93,5 @@ defs = build_defs(
     os.environ.get("FASTDRAFT_HOME", "artifacts"),
     os.environ.get("FASTDRAFT_TARGET", ""),
     os.environ.get("FASTDRAFT_SOURCES", ""),
+    config_file=os.environ.get("FASTDRAFT_CONFIG", ""),
 )

@@ -57,7 +57,8 @@ def build_artifact(
     resumable: bool = False,
 ) -> Artifact:
     """This asset's artifact for these inputs: reused when its version exists and verifies,
-    else built (a broken copy is set aside with a warning naming the bad files)."""
+    else built (a broken copy is set aside with a warning naming the bad files). Its manifest
+    keeps the run's whole recipe (`fastdraft config show --artifact`)."""
     asset = context.asset_key.to_user_string()
     with fail_fast_on_permanent_errors():
         return pipeline.store.build(
@@ -70,6 +71,7 @@ def build_artifact(
             resumable=resumable,
             consumed=CONSUMED.get(asset, ()),
             log=context.log.warning,
+            recipe=pipeline.recipe,
         )
 
 

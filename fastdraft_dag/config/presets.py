@@ -1,14 +1,27 @@
-"""Profiles: every knob of the pipeline in one frozen, validated object per setting.
+"""Presets and recipe files: every knob of the pipeline, as YAML a user can keep in their repo.
 
-`tiny` runs the whole graph in minutes for tests (a random tiny target: plumbing only),
-`default` is the embedded offline default (SmolLM2-135M-Instruct, offline corpora, about an hour
-on 2 cores), `paper` is the paper's setting: it cannot run here, but it must load and validate.
+The presets ship in the package as `config/recipes/<name>.yaml`: `tiny` runs the whole graph in
+minutes for tests (a random tiny target: plumbing only), `default` is the embedded offline
+default (SmolLM2-135M-Instruct, offline corpora, about an hour on 2 cores), `paper` is the
+paper's setting: it cannot run here, but it must load and validate.
+
+A recipe file starts from a preset (`base: tiny`; without one, the profile asked for, `default`
+unless told) and overrides any setting of it; nested sections merge key by key, lists and
+mappings are replaced whole. It is validated completely (`config/loader.py`) before anything
+runs, and `recipe_yaml` prints the effective recipe, which loads back to the same Profile.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from collections.abc import Mapping
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
 
+import yaml
+
+from fastdraft_dag.config.loader import build, override, to_data
 from fastdraft_dag.config.schema import (
     AlignConfig,
     BenchConfig,
@@ -21,239 +34,131 @@ from fastdraft_dag.config.schema import (
     ShardsConfig,
     StageConfig,
 )
-from fastdraft_dag.draft.sizes import PRESETS, DraftSize
-from fastdraft_dag.sources.specs import SourceSpec
 
+__all__ = [
+    "AlignConfig", "BenchConfig", "CorporaConfig", "ExportConfig", "KDConfig", "PretrainConfig",
+    "PROFILES", "Profile", "ProfileError", "ShardsConfig", "StageConfig", "artifact_recipe",
+    "load_preset", "load_profile", "load_recipe", "recipe_data", "recipe_yaml",
+]  # fmt: skip
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+PRESET_NAMES = ("tiny", "default", "paper")
 EMBEDDED = "embedded:smollm2-135m-instruct"
 
-TINY = Profile(
-    name="tiny",
-    target="embedded:tiny-random",
-    target_revision="main",
-    corpora=CorporaConfig(max_docs_per_source=40, files_per_unit=1_000_000),
-    shards=ShardsConfig(seq_len=64, seqs_per_shard=256, val_fraction=0.1),
-    pretrain=PretrainConfig(
-        draft=DraftSize(
-            hidden_size=64,
-            num_layers=2,
-            num_heads=4,
-            num_kv_heads=2,
-            intermediate_size=128,
-            max_position_embeddings=512,
-        ),
-        stages=(
-            StageConfig(
-                "pretrain",
-                steps=12,
-                batch_size=4,
-                lr=3e-3,
-                warmup_steps=2,
-                eval_every=6,
-                eval_batches=2,
-            ),
-            StageConfig(
-                "continued",
-                steps=8,
-                batch_size=4,
-                lr=2e-3,
-                mix={"code": 0.5, "text": 0.5},
-                warmup_steps=2,
-                eval_every=4,
-                eval_batches=2,
-            ),
-        ),
-        dtype="fp32",
-        # The default's recipe in miniature, so CI runs every part of it: 1 layer of the tiny
-        # target, a 1,024-row head, frozen embedding; plus two short pre-training stages.
-        init="target",
-        layers=1,
-        draft_vocab=1024,
-        freeze=("embed",),
-    ),
-    # The random tiny target answers greedy prompts with whitespace only: sample instead.
-    # 16 prompts x 32 tokens: enough held-out rows (~3, ~100 positions) for the alignment gate.
-    kd=KDConfig(
-        n_instruction=6,
-        n_code=6,
-        n_text=2,
-        n_summarization=2,
-        max_new_tokens=32,
-        batch_size=4,
-        temperatures={1.0: 1.0},
-        keep_truncated=True,  # 32 tokens of a random model: nearly every answer is cut
-        dtype="fp32",
-    ),
-    # The random tiny target's greedy choice is "repeat the input token" (~94% of positions),
-    # and its sampled KD answers are noise, so plain KD (or pre-training text mixed in) teaches
-    # the draft nothing the gate can see. On-policy rows label every position with that greedy
-    # choice: 30 steps at lr 1e-3 learned it in one run (held-out acceptance 0.03 -> 0.91) but
-    # not in another (0.03 -> 0.03, a fresh clone with other thread numerics): on 12 noise rows
-    # the outcome is not reliable. So the tiny (plumbing) profile accepts any result
-    # (gate_min_gain=-1); the gate itself is tested in tests/test_alignment.py, passing for a
-    # trained draft and failing for a broken one, and the default profile uses the real bar (0).
-    align=AlignConfig(
-        StageConfig(
-            "align", steps=30, batch_size=4, lr=1e-3, warmup_steps=3, eval_every=10, eval_batches=1
-        ),
-        max_len=256,
-        val_fraction=0.25,
-        on_policy=True,
-        on_policy_fraction=1.0,
-        gate_min_gain=-1.0,
-    ),
-    export=ExportConfig(draft_formats=("fp16", "int8", "int4"), target_format="fp16"),
-    bench=BenchConfig(
-        prompts_per_family=2,
-        offline_max_new_tokens=8,
-        ks=(1, 2, 3, 4, 5, 6, 7, 8),
-        sd_prompts_per_family=1,
-        sd_max_new_tokens=12,
-        sd_ks=(2, 3),
-        sd_draft_format="fp16",
-    ),
-)
 
-DEFAULT = Profile(
-    name="default",
-    target=EMBEDDED,
-    target_revision="main",
-    corpora=CorporaConfig(),
-    shards=ShardsConfig(seq_len=512, seqs_per_shard=2048, val_fraction=0.02),
-    # A target-derived draft (docs/recipe.md, `make bench-recipe`): SmolLM2's embedding, first 2
-    # decoder layers, final norm and head, the head trimmed to the 8,192 tokens the target uses
-    # most in its KD answers; embedding and head frozen, the 2 layers distilled on the target's
-    # own answers. No generic pre-training: the draft starts from the target's 2T tokens.
-    # The paper's from-scratch recipe is pretrain.init=random (the `paper` profile).
-    pretrain=PretrainConfig(
-        draft=DraftSize(
-            hidden_size=128,
-            num_layers=4,
-            num_heads=4,
-            num_kv_heads=2,
-            intermediate_size=384,
-            max_position_embeddings=2048,
-        ),
-        stages=(),
-        init="target",
-        layers=2,
-        layer_choice="first",
-        draft_vocab=8192,
-        freeze=("embed", "head"),
-    ),
-    # Alignment data is what makes a draft accepted; continuous batching (~5-10x unbatched
-    # generate on 2 cores, `make bench-kd`) buys five times the prompts of the PyTorch path in half the time. Mostly greedy:
-    # the benchmark scores greedy decoding, whose contexts greedy answers match.
-    # Acceptance is data-limited at this budget (+0.05 per doubling of KD tokens, docs/recipe.md),
-    # so the hour left by the target-derived draft goes to target answers: 4.5k prompts over four
-    # families (prose continuation and summaries from the corpora's training split), ~20 min.
-    kd=KDConfig(
-        n_instruction=2000,
-        n_code=1000,
-        n_text=750,
-        n_summarization=750,
-        max_new_tokens=160,
-        batch_size=32,
-        temperatures={0.0: 0.7, 0.6: 0.1, 0.8: 0.1, 1.0: 0.1},
-        # Most SmolLM2 answers to ShareGPT prompts run past 160 tokens; on 2 cores dropping them
-        # would throw away most of the generation budget. A cut answer is still the target's
-        # text (it only gets no end-of-turn label); the KD check counts them.
-        keep_truncated=True,
-    ),
-    align=AlignConfig(
-        StageConfig(
-            "align",
-            steps=900,  # ~1.6 epochs of the KD answers at batch 8, as 300 steps were for 1.5k
-            batch_size=8,
-            lr=2e-3,
-            warmup_steps=20,
-            eval_every=0,
-            eval_batches=4,
-        ),
-        max_len=512,
-    ),
-    export=ExportConfig(draft_formats=("fp16", "int8", "int4"), target_format="int8"),
-    bench=BenchConfig(sd_ks=(2, 3, 4)),
-)
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML (or JSON) file's data; an unreadable or malformed file is named with the reason."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ProfileError(f"{what} {str(path)!r}: {e}") from e
 
-PAPER = Profile(
-    name="paper",
-    target="microsoft/Phi-3-mini-4k-instruct",
-    target_revision="main",
-    corpora=CorporaConfig(
-        sources=(
-            SourceSpec(
-                name="fineweb",
-                kind="hf",
-                domain="text",
-                dataset="HuggingFaceFW/fineweb",
-                subset="sample-10BT",
-                id_column="id",
-            ),
-            # The hub dataset lists files by blob id; its card shows how to fetch `content` from
-            # Software Heritage. Point a `parquet` source at the fetched files, or use this spec
-            # with a mirror that carries the column.
-            SourceSpec(
-                name="the_stack_v2",
-                kind="hf",
-                domain="code",
-                dataset="bigcode/the-stack-v2-dedup",
-                subset="Python",
-                text_column="content",
-                id_column="blob_id",
-            ),
-        )
-    ),
-    shards=ShardsConfig(seq_len=2048, seqs_per_shard=8192, val_fraction=0.001),
-    pretrain=PretrainConfig(
-        # The paper's ~50M draft for Phi-3-mini's 32k vocabulary (d768 x 4, tied; draft_sizes.py).
-        draft=replace(PRESETS["fastdraft-50m"], max_position_embeddings=4096),
-        stages=(
-            StageConfig(
-                "pretrain", steps=76_000, batch_size=64, lr=1e-3, warmup_steps=2000, eval_every=2000
-            ),
-            StageConfig(
-                "continued",
-                steps=57_000,
-                batch_size=64,
-                lr=5e-4,
-                mix={"code": 0.67, "text": 0.33},
-                warmup_steps=500,
-                eval_every=2000,
-            ),
-        ),
-    ),
-    kd=KDConfig(
-        n_instruction=200_000,
-        n_code=100_000,
-        max_new_tokens=512,
-        batch_size=64,
-        temperatures={0.0: 0.25, 0.6: 0.25, 0.8: 0.25, 1.0: 0.25},
-        backend="torch",  # on Gaudi; the OpenVINO backend is the CPU one
-    ),
-    align=AlignConfig(
-        StageConfig(
-            "align", steps=20_000, batch_size=64, lr=3e-4, warmup_steps=500, eval_every=1000
-        ),
-        max_len=2048,
-    ),
-    export=ExportConfig(draft_formats=("fp16", "int8", "int4"), target_format="int4"),
-    bench=BenchConfig(
-        prompts_per_family=100,
-        sd_prompts_per_family=50,
-        sd_max_new_tokens=256,
-        sd_ks=(3, 4, 5, 6),
-    ),
-    threads=0,
-)
 
+def load_preset(name: str) -> Profile:
+    """A preset as shipped in `config/recipes/<name>.yaml` (not yet validated as a whole)."""
+    path = RECIPES / f"{name}.yaml"
+    try:
+        return build(Profile, read_yaml(path, "preset"))
+    except ProfileError as e:
+        raise ProfileError(f"preset {str(path)!r}: {e}") from e
+
+
+TINY, DEFAULT, PAPER = (load_preset(n) for n in PRESET_NAMES)
 PROFILES = {p.name: p for p in (TINY, DEFAULT, PAPER)}
 
 
-def load_profile(name: str, target: str | None = None) -> Profile:
-    """A named profile, optionally pointed at another target; validated before anything runs."""
+def _preset(name: str) -> Profile:
     if name not in PROFILES:
         raise ProfileError(f"profile {name!r}: unknown (known: {', '.join(PROFILES)})")
-    profile = PROFILES[name]
+    return PROFILES[name]
+
+
+def load_recipe(data: Any, base: str = "default") -> Profile:
+    """The preset `data["base"]` (else `base`) with every other setting in `data` overridden."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"a recipe is a mapping of settings, got {type(data).__name__}")
+    data = dict(data)
+    name = data.pop("base", base)
+    if not isinstance(name, str):
+        raise ProfileError(f"base: {name!r}, expected a preset name ({', '.join(PROFILES)})")
+    try:
+        start = _preset(name)
+    except ProfileError as e:
+        raise ProfileError(f"base: {e}") from e
+    return override(start, data)
+
+
+def load_recipe_file(path: str | Path, base: str = "default") -> Profile:
+    """`load_recipe` of a file; every error names the file first."""
+    try:
+        return load_recipe(read_yaml(path, "recipe"), base).validate()
+    except ProfileError as e:
+        message = str(e)
+        if not message.startswith("recipe "):
+            message = f"recipe {str(path)!r}: {message}"
+        raise ProfileError(message) from e
+
+
+def load_profile(
+    name: str, target: str | None = None, config_file: str | Path | None = None
+) -> Profile:
+    """A named preset, or a recipe file on top of one, optionally pointed at another target;
+    validated before anything runs."""
+    profile = load_recipe_file(config_file, name) if config_file else _preset(name)
     if target:
         profile = replace(profile, target=target)
     return profile.validate()
+
+
+def recipe_data(profile: Profile) -> dict[str, Any]:
+    """The complete recipe as plain data: every setting, so it loads the same on any base.
+
+    Items that are parsed on their own (corpus and prompt sources) leave out settings at their
+    defaults, which keeps them readable; `load_recipe` fills those back in.
+    """
+    return _compact(to_data(profile), profile)
+
+
+def _compact(data: Any, obj: Any) -> Any:
+    if isinstance(obj, list | tuple):
+        return [_compact(d, o) for d, o in zip(data, obj, strict=True)]
+    if not hasattr(obj, "__dataclass_fields__"):
+        return data
+    out = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if hasattr(type(obj), "parse") and value == f.default:
+            continue
+        out[f.name] = _compact(data[f.name], value)
+    return out
+
+
+def recipe_yaml(profile: Profile, source: str = "") -> str:
+    """The effective recipe as YAML, with a header saying where it came from."""
+    head = f"# Effective recipe{f' ({source})' if source else ''}: every setting, so this file\n"
+    head += "# loads as it is (`fastdraft run --config FILE`). Reference: docs/settings.md\n"
+    return head + yaml.safe_dump(recipe_data(profile), sort_keys=False, width=4096)
+
+
+def artifact_recipe(path: str | Path) -> Profile:
+    """The recipe that built an artifact (its directory, its manifest, or `<asset>/<partition>`
+    whose LATEST names it), from the manifest's `recipe`."""
+    path = Path(path)
+    if (path / "LATEST").is_file():
+        path = path / (path / "LATEST").read_text().strip()
+    manifest = path if path.is_file() else path / "manifest.json"
+    try:
+        recipe = json.loads(manifest.read_text()).get("recipe")
+    except (OSError, ValueError) as e:
+        raise ProfileError(f"artifact {str(path)!r}: cannot read its manifest: {e}") from e
+    if recipe is None:
+        raise ProfileError(
+            f"artifact {str(path)!r}: its manifest has no recipe (built before manifests kept "
+            "one); its `config` holds only the settings its version hashes"
+        )
+    try:
+        return load_recipe(recipe).validate()
+    except ProfileError as e:
+        raise ProfileError(f"artifact {str(path)!r}: {e}") from e

@@ -63,9 +63,9 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Profile:
-    name: str
-    target: str
-    target_revision: str
+    name: str  # the recipe's name (its preset's unless set); shown in errors and reports
+    target: str  # target model: embedded:<name>, a hub id or a local HF directory
+    target_revision: str  # hub branch, tag or commit of the target
     corpora: CorporaConfig
     shards: ShardsConfig
     pretrain: PretrainConfig
@@ -73,7 +73,7 @@ class Profile:
     align: AlignConfig
     export: ExportConfig
     bench: BenchConfig
-    threads: int = 2
+    threads: int = 2  # CPU threads for data, training and benchmarks; 0 = every core
 
     def settings(self, asset: str) -> Settings:
         """What `asset` may read of this recipe (see ASSET_SETTINGS)."""

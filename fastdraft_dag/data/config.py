@@ -18,8 +18,11 @@ OFFLINE_SOURCES = tuple(
 class CorporaConfig:
     """What goes into the corpus and how it is filtered; `sources` accepts names or mappings."""
 
+    # corpus sources: builtin names or mappings (see the items table)
     sources: tuple[SourceSpec, ...] = OFFLINE_SOURCES
-    max_docs_per_source: int | None = None  # per unit (a file, or a chunk of files_per_unit)
+    # At most this many documents per unit (a file, or a chunk of files_per_unit); null = all.
+    max_docs_per_source: int | None = None
+    # files of a folder source per unit (a unit is filtered in one process)
     files_per_unit: int = 400
     filters: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -36,12 +39,13 @@ class CorporaConfig:
 
 @dataclass(frozen=True)
 class ShardsConfig:
-    seq_len: int = 512
-    seqs_per_shard: int = 2048
-    val_fraction: float = 0.02
+    seq_len: int = 512  # tokens per packed training sequence
+    seqs_per_shard: int = 2048  # sequences per shard file
+    val_fraction: float = 0.02  # fraction of sequences held out for validation, in (0, 0.5)
     max_tokens: dict[str, int] | None = None  # per domain; None = everything
     # Alternatively a total train-token budget split by `mix` ({"text": 0.4, "code": 0.6}).
     max_train_tokens: int | None = None
+    # domain fractions of max_train_tokens, summing to 1 (set both or neither)
     mix: dict[str, float] | None = None
 
     def budgets(self) -> dict[str, int] | None:

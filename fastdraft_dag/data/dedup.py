@@ -23,11 +23,12 @@ class DedupConfig:
     """128 entries in 32 bands of 4: a pair at 0.7 Jaccard shares a band with p > 0.9999;
     verification at `threshold` then removes the chance collisions of dissimilar pairs."""
 
-    num_perm: int = 128
-    bands: int = 32
-    ngram: int = 5
+    num_perm: int = 128  # MinHash signature entries (a power of two)
+    bands: int = 32  # LSH bands; num_perm must be a multiple
+    ngram: int = 5  # words per shingle (also the n of filters.max_dup_ngram_frac)
+    # estimated Jaccard at which a candidate pair is a near duplicate, in (0, 1]
     threshold: float = 0.7
-    seed: int = 1
+    seed: int = 1  # seed of the MinHash permutations
 
     def __post_init__(self) -> None:
         if self.num_perm & (self.num_perm - 1):

@@ -11,11 +11,11 @@ from fastdraft_dag.training.config import StageConfig
 
 @dataclass(frozen=True)
 class KDConfig:
-    n_instruction: int = 400
-    n_code: int = 200
+    n_instruction: int = 400  # built-in instruction prompts (ShareGPT first turns)
+    n_code: int = 200  # built-in code prompts (stdlib stubs to complete)
     n_text: int = 0  # raw prose openings to continue (training split of the built-in corpora)
     n_summarization: int = 0  # prose passages with a request to summarize them
-    max_new_tokens: int = 128
+    max_new_tokens: int = 128  # longest target answer (tokens); longer ones are truncated
     batch_size: int = 8  # sequences in flight (openvino) or per static batch (torch)
     # {temperature: weight}: each prompt is answered at one temperature drawn by a hash of its
     # id; 0 is greedy. The paper samples at 0.6 / 0.8 / 1.0.
@@ -25,7 +25,7 @@ class KDConfig:
     backend: str = "openvino"
     keep_truncated: bool = False  # answers cut at max_new_tokens are dropped and counted
     dtype: str = "auto"  # torch backend: bf16 only where the CPU has native bf16 (else ~2x slower)
-    seed: int = 0
+    seed: int = 0  # seed of prompt sampling and temperature draws
     max_prompt_chars: int = 2000  # longer prompts are dropped and counted
     # Extra prompt sources (mappings or PromptSource; see prompt_sources.py): user JSONL files
     # and `datasets` loaders, deduplicated with the built-in prompts and checked for overlap
@@ -54,9 +54,9 @@ class KDConfig:
 
 @dataclass(frozen=True)
 class AlignConfig:
-    stage: StageConfig
-    max_len: int = 512
-    val_fraction: float = 0.05
+    stage: StageConfig  # the alignment training stage (steps, batch, lr, loss, ...)
+    max_len: int = 512  # longest KD row (prompt + answer, tokens) trained on
+    val_fraction: float = 0.05  # fraction of KD prompts held out for the gate and validation
     # An answer cut at max_new_tokens is still the target's distribution (it only lacks the
     # end-of-turn label, which kd.encode_row leaves off): keep it unless asked otherwise.
     drop_truncated: bool = False
@@ -67,8 +67,9 @@ class AlignConfig:
     # samples answers to the KD train prompts, the target labels each position with its argmax.
     # `on_policy_fraction` of the non-pretraining rows are on-policy, the rest target-written.
     on_policy: bool = False
+    # share of on-policy rows among the non-pretraining rows, in (0, 1]
     on_policy_fraction: float = 1.0
-    on_policy_temperature: float = 1.0
+    on_policy_temperature: float = 1.0  # sampling temperature of the draft's on-policy answers
     # The gate (aligned_beats_pretrained) passes when held-out greedy acceptance rises by more
     # than this. Not part of the artifact version: changing it re-judges, it does not retrain.
     gate_min_gain: float = 0.0

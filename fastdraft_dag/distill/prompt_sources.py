@@ -57,17 +57,17 @@ class ContaminationError(ValueError):
 class PromptSource:
     """One user prompt source; `parse` validates a mapping and names the bad setting."""
 
-    kind: str
-    path: str = ""
-    dataset: str = ""
-    subset: str | None = None
-    data_files: tuple[str, ...] = ()
-    split: str = "train"
-    prompt_column: str = "prompt"
-    id_column: str | None = None
-    task: str = ""
-    chat: bool = True
-    max_rows: int | None = None
+    kind: str  # jsonl | hf
+    path: str = ""  # jsonl: the file of rows {id, task, prompt[, chat]}
+    dataset: str = ""  # hf: hub id or builder (json, parquet) with data_files
+    subset: str | None = None  # hf: the dataset's configuration
+    data_files: tuple[str, ...] = ()  # hf: data files for a builder
+    split: str = "train"  # hf: the split streamed
+    prompt_column: str = "prompt"  # hf: the column holding the prompt
+    id_column: str | None = None  # hf: the id column; null = a hash of the text
+    task: str = ""  # task family of these prompts; '' = the row's own (jsonl) or instructions (hf)
+    chat: bool = True  # hf: wrap each prompt in the target's chat template
+    max_rows: int | None = None  # at most this many prompts; null = all
 
     @property
     def label(self) -> str:

@@ -21,11 +21,11 @@ class DraftConfigError(ValueError):
 class DraftSize:
     """The free part of a draft's architecture; everything else comes from the target."""
 
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    intermediate_size: int
+    hidden_size: int  # width (d_model) of a random-init draft
+    num_layers: int  # decoder layers of a random-init draft
+    num_heads: int  # attention heads; hidden_size / num_heads must be even
+    num_kv_heads: int  # key/value heads (GQA); must divide num_heads
+    intermediate_size: int  # SwiGLU MLP width
     max_position_embeddings: int | None = None  # None: min(target's, 2048)
     # Tied: the LM head reuses the embedding. With a 49k-152k vocabulary an untied head would
     # double a small draft's size (and bytes read per token) for little acceptance gain.

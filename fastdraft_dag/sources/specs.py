@@ -46,21 +46,21 @@ FILES_PER_UNIT = 400
 class SourceSpec:
     """One corpus. `path` is a folder (files), or a file, glob or fsspec URL (jsonl, parquet)."""
 
-    name: str
-    kind: str = "builtin"
+    name: str  # unique name; a builtin corpus's name for kind builtin
+    kind: str = "builtin"  # builtin | files | jsonl | parquet | hf
     domain: str = ""  # builtin: the corpus's own
-    path: str = ""
+    path: str = ""  # files: a folder; jsonl, parquet: a file, glob or fsspec URL
     pattern: str = "**/*"  # files: glob under `path`
     exclude: tuple[str, ...] = ()  # files: path parts to leave out
     dataset: str = ""  # hf: hub id, or a builder ("json", "parquet") with data_files
-    subset: str = ""
-    split: str = "train"
-    data_files: tuple[str, ...] = ()
-    data_dir: str = ""
-    text_column: str = "text"
-    id_column: str = ""
+    subset: str = ""  # hf: the dataset's configuration
+    split: str = "train"  # hf: the split streamed
+    data_files: tuple[str, ...] = ()  # hf: data files for a builder such as json or parquet
+    data_dir: str = ""  # hf: data directory inside the dataset
+    text_column: str = "text"  # jsonl, parquet, hf: the column holding the text
+    id_column: str = ""  # jsonl, parquet, hf: the id column; '' = derived from the text
     max_docs: int | None = None  # per unit
-    max_bytes: int = DEFAULT_MAX_BYTES
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger documents are skipped and counted
 
     def __post_init__(self) -> None:
         where = f"source {self.name!r}"

@@ -232,6 +232,7 @@ class ArtifactStore:
         resumable: bool = False,
         consumed: Sequence[str] = (),
         log: Callable[[str], None] | None = None,
+        recipe: Mapping[str, Any] | None = None,
     ) -> Artifact:
         """Return the artifact for these inputs, building it only if no good finished one exists.
 
@@ -241,7 +242,9 @@ class ArtifactStore:
         training keeps checkpoints); it still becomes the artifact only when complete. One
         builder at a time holds the version's lock, so two runs never write the same files; the
         second finds the first's result and reuses it. `consumed` (globs) are the files whose
-        checksums a reuse checks; `log` hears waits and rebuilds.
+        checksums a reuse checks; `log` hears waits and rebuilds. `recipe`, the whole recipe of
+        the run that builds it, is kept in the manifest so the artifact can be reproduced; it is
+        not hashed (`config` holds what the version depends on).
         """
         version = stable_hash(
             {"asset": asset, "code": code_version, "config": config, "inputs": inputs}
@@ -257,7 +260,7 @@ class ArtifactStore:
             tmp.mkdir(parents=True, exist_ok=resumable)
             try:
                 self._build_into(tmp, final, build, asset, partition, version,
-                                 code_version, config, inputs)  # fmt: skip
+                                 code_version, config, inputs, recipe)  # fmt: skip
             except BaseException as exc:
                 full = _is_disk_full(exc, tmp.parent)
                 error = self._disk_full(asset, partition, tmp, exc) if full else None
@@ -293,6 +296,7 @@ class ArtifactStore:
         self, tmp: Path, final: Path, build: Callable[[Path], Mapping[str, Any]],
         asset: str, partition: str, version: str, code_version: str,
         config: Mapping[str, Any], inputs: Mapping[str, str],
+        recipe: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
         started = time.time()
         metrics = dict(build(tmp))
@@ -303,6 +307,7 @@ class ArtifactStore:
             "version": version,
             "code_version": code_version,
             "config": config,
+            **({"recipe": recipe} if recipe is not None else {}),
             "inputs": dict(inputs),
             "metrics": metrics,
             "files": checksums,
@@ -340,8 +345,13 @@ class ArtifactStore:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write beside the file and rename over it: a reader never sees half a file."""
     tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

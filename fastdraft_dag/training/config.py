@@ -12,18 +12,19 @@ STAGE_LOSSES = ("ce", "fkl", "tvd")  # training/losses.py
 
 @dataclass(frozen=True)
 class StageConfig:
-    name: str
-    steps: int
-    batch_size: int
-    lr: float
+    name: str  # stage name: in logs, checkpoints and the model card
+    steps: int  # optimizer steps
+    batch_size: int  # rows per micro-batch (global batch = batch_size x grad_accum)
+    lr: float  # peak learning rate (AdamW), reached after warmup_steps
+    # fraction of rows per domain (text, code) drawn from the shards
     mix: dict[str, float] = field(default_factory=lambda: {"text": 1.0})
-    min_lr: float | None = None
-    warmup_steps: int = 20
-    grad_accum: int = 1
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 8
+    min_lr: float | None = None  # learning rate at the end of the cosine decay; null = lr / 10
+    warmup_steps: int = 20  # linear warmup steps
+    grad_accum: int = 1  # micro-batches accumulated per optimizer step
+    weight_decay: float = 0.1  # AdamW weight decay
+    grad_clip: float = 1.0  # gradient norm clip
+    eval_every: int = 100  # steps between validation passes; 0 = only at the end
+    eval_batches: int = 8  # validation batches per pass
     # "ce": next-token cross-entropy on the labels. "fkl" / "tvd": distance to the target's
     # top-k logits (alignment only: its teacher pass computes them; training/losses.py).
     loss: str = "ce"
@@ -35,10 +36,11 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    draft: DraftSize
+    draft: DraftSize  # shape of a random-init draft (init: random); see draft/sizes.py
+    # pre-training stages in order (a random-init draft needs at least one)
     stages: tuple[StageConfig, ...]
     dtype: str = "bf16"  # the trainer falls back to fp32 where bf16 is not native
-    seed: int = 0
+    seed: int = 0  # seed of init, data order and sampling in training
     # "target": start the tied embedding from the target's (SVD). Lower loss at step 0; no gain
     # after 40 steps on the default shards (docs/architecture.md). "random": the usual init.
     init_embeddings: str = "target"
@@ -46,8 +48,8 @@ class PretrainConfig:
     # target's embedding, `layers` of its decoder layers ("first" ones or "spread" over the
     # depth), its final norm and head; it starts from the target's own training.
     init: str = "random"
-    layers: int = 2
-    layer_choice: str = "first"
+    layers: int = 2  # init target: how many of the target's decoder layers the draft keeps
+    layer_choice: str = "first"  # init target: 'first' layers or 'spread' over the depth
     # Rows of the draft's LM head: the K most frequent tokens of the target's KD responses (a
     # trimmed head is cheaper to train and to run; coverage is reported). None: full vocabulary.
     draft_vocab: int | None = None

@@ -1,0 +1,163 @@
+"""docs/settings.md, generated: every recipe setting with its type, its value in each preset and
+what it means.
+
+The descriptions are the comments written beside the settings' dataclass fields (above a field,
+or after it on its line), read from the source with `ast` and `tokenize`, so the reference is
+written where the setting is and cannot drift from it: tests/config/test_settings_doc.py
+regenerates the page and compares it with the committed one.
+
+    python -m fastdraft_dag.config.reference docs/settings.md
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import io
+import sys
+import tokenize
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fastdraft_dag.config.loader import describe, field_types, is_section, to_data
+from fastdraft_dag.config.presets import PROFILES
+from fastdraft_dag.config.schema import Profile
+from fastdraft_dag.storage.artifacts import write_text_atomic
+
+REGENERATE = "python -m fastdraft_dag.config.reference docs/settings.md"
+
+
+@cache
+def _module_comments(path: str) -> tuple[list[str], dict[int, str]]:
+    """The file's lines and, per line, a comment that follows code on it."""
+    text = Path(path).read_text()
+    trailing = {}
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type == tokenize.COMMENT and tok.line[: tok.start[1]].strip():
+            trailing[tok.start[0]] = tok.string.lstrip("#").strip()
+    return text.splitlines(), trailing
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's comment: the comment lines right above it, then the one after it."""
+    path = inspect.getsourcefile(cls)
+    lines, trailing = _module_comments(path)
+    node = next(
+        n
+        for n in ast.parse("\n".join(lines)).body
+        if isinstance(n, ast.ClassDef) and n.name == cls.__name__
+    )
+    docs = {}
+    for stmt in node.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            above, i = [], stmt.lineno - 2
+            while i >= 0 and lines[i].strip().startswith("#"):
+                above.insert(0, lines[i].strip().lstrip("#").strip())
+                i -= 1
+            after = [trailing[n] for n in range(stmt.lineno, stmt.end_lineno + 1) if n in trailing]
+            after = [c for c in after if not c.startswith("fmt:")]
+            docs[stmt.target.id] = " ".join([*above, *after]).strip()
+    return docs
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _value(value: Any) -> str:
+    """A setting's value as a recipe writes it; lists of items by their names."""
+    if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+        names = [getattr(v, "name", None) or getattr(v, "label", "?") for v in value]
+        return f"`[{', '.join(names)}]`"
+    dumped = yaml.safe_dump(to_data(value), default_flow_style=True, width=10_000)
+    return f"`{_cell(dumped.removesuffix(chr(10)).removesuffix('...').strip())}`"
+
+
+def _item_class(tp: Any) -> type | None:
+    args = getattr(tp, "__args__", ())
+    return args[0] if args and dataclasses.is_dataclass(args[0]) else None
+
+
+def setting_rows(
+    cls: type = Profile, prefix: str = "", objs: tuple[Any, ...] = ()
+) -> tuple[list[list[str]], list[tuple[str, type]]]:
+    """Table rows (path, type, value per preset, description) and the list-item classes met."""
+    objs = objs or tuple(PROFILES.values())
+    rows, items = [], []
+    docs = field_docs(cls)
+    for name, tp in field_types(cls).items():
+        path, values = f"{prefix}{name}", tuple(getattr(o, name) for o in objs)
+        if is_section(tp):
+            sub_rows, sub_items = setting_rows(tp, f"{path}.", values)
+            rows += sub_rows
+            items += sub_items
+            continue
+        if (item := _item_class(tp)) is not None:
+            items.append((path, item))
+        rows.append([f"`{path}`", _cell(describe(tp)), *map(_value, values), _cell(docs[name])])
+    return rows, items
+
+
+def _item_table(path: str, cls: type) -> list[str]:
+    docs = field_docs(cls)
+    out = [
+        f"### Items of `{path}` ({cls.__name__})",
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+    ]
+    for f in dataclasses.fields(cls):
+        default = (
+            "required"
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            else _value(
+                f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            )
+        )
+        tp = _cell(describe(field_types(cls)[f.name]))
+        out.append(f"| `{f.name}` | {tp} | {default} | {_cell(docs[f.name])} |")
+    return [*out, ""]
+
+
+def render() -> str:
+    """The whole page."""
+    rows, items = setting_rows()
+    names = list(PROFILES)
+    head = [
+        "# Recipe settings",
+        "",
+        f"<!-- Generated by `{REGENERATE}`; do not edit by hand. -->",
+        "",
+        "Every setting a recipe file may set (`fastdraft run --config recipe.yaml`, "
+        "`FASTDRAFT_CONFIG`, or `config_file` on the `pipeline` resource), with its value in each "
+        "preset (`fastdraft_dag/config/recipes/*.yaml`). A recipe names its preset with "
+        "`base:` and writes a setting at its dotted path as nested keys: `align.stage.steps` is "
+        "`align: {stage: {steps: 300}}`. Lists and mappings are replaced whole. "
+        "`fastdraft config show` prints the effective recipe.",
+        "",
+        f"| setting | type | {' | '.join(names)} | description |",
+        f"|---|---|{'---|' * len(names)}---|",
+    ]
+    body = [f"| {' | '.join(r)} |" for r in rows]
+    seen, tables = set(), []
+    for path, cls in items:
+        if cls not in seen:
+            seen.add(cls)
+            tables += _item_table(path, cls)
+    return "\n".join([*head, *body, "", "## List items", "", *tables]).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the page to the path given (default docs/settings.md), atomically."""
+    args = sys.argv[1:] if argv is None else argv
+    write_text_atomic(Path(args[0] if args else "docs/settings.md"), render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
