@@ -4,7 +4,7 @@ The same Definitions the UI serves, executed in process against the persistent i
 the artifact root (when DAGSTER_HOME points there), so CLI runs show up in `make ui`'s history.
 
   fastdraft run [--profile P] [--config F] [--partition KEY] [--select SEL] [--stale-only] [--verify]
-  fastdraft report [--profile P] [--config F] [--partition KEY]
+  fastdraft report [--profile P] [--config F] [--partition KEY] [--history]
   fastdraft config show [--profile P] [--config F | --artifact PATH]
   fastdraft artifacts verify [--root R] [--sizes-only]
   fastdraft bench --draft DIR [--target T] [--prompts F.jsonl ...] [--ks 2,3] [--offline|--live]
@@ -159,6 +159,23 @@ def print_report(
     tables = json.loads((art.path / "results.json").read_text())
     print(f"\n## Benchmark: target {partition or prof.target}, profile {profile}\n")
     print(render_benchmark(tables))
+
+
+def history_command(args: argparse.Namespace) -> int:
+    """This target's graph benchmarks, oldest first: is scheduled retraining helping?"""
+    from fastdraft_dag.reporting.tables import md_table
+    from fastdraft_dag.resources.pipeline import FastDraftPipeline
+    from fastdraft_dag.storage.tables import benchmark_history
+
+    pipeline = FastDraftPipeline(
+        profile_name=args.profile, config_file=args.config, artifact_root=args.root,
+        target=args.target,
+    )  # fmt: skip
+    name = pipeline.target_spec(args.partition or None).name
+    rows = benchmark_history(pipeline.db_path, name)
+    print(f"\n## Benchmark history: {name} ({len(rows)} draft versions)\n")
+    print(md_table(rows))
+    return 0
 
 
 def targets_command(args: argparse.Namespace) -> int:
@@ -365,7 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a reused artifact's every file is checksummed (default: sizes, and checksums of "
         "what the next step reads); same as FASTDRAFT_VERIFY=all",
     )
-    sub.add_parser("report", parents=[common], help="print the last benchmark table again")
+    report = sub.add_parser("report", parents=[common], help="print the last benchmark table again")
+    report.add_argument(
+        "--history",
+        action="store_true",
+        help="print the target's benchmarks over time instead (acceptance, speedups; DuckDB)",
+    )
     artifacts = sub.add_parser("artifacts", help="check artifacts against their manifests")
     asub = artifacts.add_subparsers(dest="action", required=True)
     check = asub.add_parser("verify", parents=[common], help="check every artifact under --root")
@@ -452,6 +474,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"\nrun {'succeeded' if ok else 'FAILED'} in {time.time() - started:.0f} s")
         if not ok:
             return 1
+    if getattr(args, "history", False):
+        return history_command(args)
     print_report(args.profile, args.root, args.target, args.partition, args.config)
     return 0
 

@@ -4,6 +4,7 @@ Reads its inputs, calls `evaluation.benchmark.run_benchmark` (offline and live o
 Ultra resource, mode choice, release folder), records DuckDB rows and reports metadata and checks.
 """
 
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,9 +25,10 @@ from fastdraft_dag.evaluation.offline import TORCH_FP32
 from fastdraft_dag.evaluation.quality import acceptance_regressions, quantized_acceptance_losses
 from fastdraft_dag.evaluation.results import wallclock_db_rows
 from fastdraft_dag.reporting import plots
+from fastdraft_dag.reporting.tables import md_table
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.storage.tables import previous_acceptance, record_rows
+from fastdraft_dag.storage.tables import benchmark_history, previous_acceptance, record_rows
 from fastdraft_dag.targets.resolve import card_metadata, sha256_file
 
 ACCEPTANCE = "acceptance_not_regressed"
@@ -128,6 +130,13 @@ def draft_pays_check(choice: ModeChoice) -> dg.AssetCheckResult:
     )
 
 
+def _history_image(history: list[dict], target: str) -> str:
+    """The trend plot inlined (the artifact's files are final: the plot is not one of them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plots.history_plot(history, Path(tmp) / "history.png", target)
+        return plots.markdown_image(path, "draft versions over time")
+
+
 @dg.asset(
     group_name="evaluation",
     code_version="3",
@@ -209,6 +218,7 @@ def benchmark_tables(
     wall_rows = [{**common, **r} for r in live_rows]
     record_rows(pipeline.db_path, "benchmark_wallclock", version, wall_rows, context.run.run_id)
     previous_version, previous = previous_acceptance(pipeline.db_path, target.name, version)
+    history = benchmark_history(pipeline.db_path, target.name)
     choice = res.choice
     best_sd = choice.best_sd
     return result(
@@ -226,6 +236,8 @@ def benchmark_tables(
             ),
             "malformed_prompts": dg.MetadataValue.json(res.malformed_prompts),
             "release": dg.MetadataValue.path(str(art.path / RELEASE_DIR)),
+            "history": dg.MetadataValue.md(md_table(history)),
+            "history_plot": dg.MetadataValue.md(_history_image(history, target.name)),
             **{
                 alt.replace(" ", "_"): dg.MetadataValue.md(
                     plots.markdown_image(art.path / name, alt)

@@ -203,3 +203,21 @@ def benchmark_plots(
     acceptance_by_position_plot(offline, curve, k, paths["acceptance by draft position"])
     speedup_vs_k_plot(offline, live, mbsu, paths["speedup vs k"])
     return paths
+
+
+def history_plot(rows: Sequence[dict[str, Any]], path: Path, target: str) -> Path:
+    """Acceptance and pooled speedups of each benchmarked draft version, oldest first: the trend
+    scheduled retraining should show (a dashed line at 1x: slower than plain below it)."""
+    fig, (ax_a, ax_s) = plt.subplots(1, 2, figsize=(9, 3.2))
+    x = list(range(1, len(rows) + 1))
+    ax_a.plot(x, [r.get("alpha_greedy") for r in rows], "o-", color="tab:blue")
+    ax_a.set(xlabel="benchmark (oldest first)", ylabel="greedy acceptance (all)", ylim=(0, 1))
+    for key, label in (("sd_speedup", "best SD"), ("lookup_speedup", "best prompt lookup")):
+        ax_s.plot(x, [r.get(key) for r in rows], "o-", label=label)
+    ax_s.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax_s.set(xlabel="benchmark (oldest first)", ylabel="speedup over plain (all)")
+    ax_s.legend(fontsize=8)
+    for ax in (ax_a, ax_s):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"{target}: draft versions over time")
+    return save(fig, path)

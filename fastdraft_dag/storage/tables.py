@@ -175,3 +175,37 @@ def previous_acceptance(
     if not rows:
         return None, {}
     return rows[0]["artifact_version"], {r["task"]: r["alpha_greedy"] for r in rows}
+
+
+def benchmark_history(db_path: Path, target: str) -> list[dict[str, Any]]:
+    """One row per graph benchmark of `target`, oldest first: when, which draft, its pooled
+    greedy acceptance (PyTorch fp32 draft) and the pooled live speedups (best SD, best prompt
+    lookup, the release's mode). What scheduled retraining should move; ad-hoc runs excluded."""
+    if not Path(db_path).exists():
+        return []
+    return query(
+        db_path,
+        """
+        WITH runs AS (
+            SELECT artifact_version, min(created_at) AS created_at, any_value(draft_version) AS draft_version
+            FROM benchmark_offline
+            WHERE target = ? AND coalesce(run_kind, 'graph') <> 'adhoc'
+            GROUP BY artifact_version),
+        acc AS (
+            SELECT artifact_version, avg(alpha_greedy) AS alpha_greedy FROM benchmark_offline
+            WHERE target = ? AND task = 'all' AND coalesce(precision, 'torch-fp32') = 'torch-fp32'
+            GROUP BY artifact_version),
+        live AS (
+            SELECT artifact_version,
+                   max(CASE WHEN mode = 'sd' THEN speedup END) AS sd_speedup,
+                   max(CASE WHEN mode = 'prompt_lookup' THEN speedup END) AS lookup_speedup,
+                   max(CASE WHEN mode = 'plain' THEN tok_s END) AS plain_tok_s
+            FROM benchmark_wallclock WHERE target = ? AND task = 'all'
+            GROUP BY artifact_version)
+        SELECT r.created_at, r.artifact_version, r.draft_version, a.alpha_greedy,
+               l.sd_speedup, l.lookup_speedup, l.plain_tok_s
+        FROM runs r LEFT JOIN acc a USING (artifact_version) LEFT JOIN live l USING (artifact_version)
+        ORDER BY r.created_at
+        """,
+        [target, target, target],
+    )

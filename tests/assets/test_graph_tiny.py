@@ -288,6 +288,19 @@ def test_cli_report_prints_build_times_and_tables(tiny, capsys):
     assert "Wall-clock speculative decoding" in out and "| sd | draft-fp16 | 3 |  | all |" in out
 
 
+def test_history_in_metadata_and_report(tiny, capsys):
+    from fastdraft_dag.cli import main
+
+    root, _, _, result = tiny
+    meta = _metadata(result, "benchmark_tables")
+    assert "data:image/png;base64,iVBOR" in meta["history_plot"]
+    version = ArtifactStore(root).latest("benchmark_tables", "tiny-random").manifest["version"]
+    assert version in meta["history"] and "| alpha_greedy |" in meta["history"]
+    assert main(["report", "--history", "--profile", "tiny", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "Benchmark history: embedded:tiny-random" in out and version in out
+
+
 def test_target_observation_records_its_revision(tiny):
     from fastdraft_dag.targets.resolve import TINY_NAME, resolve_target
 

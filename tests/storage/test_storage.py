@@ -243,3 +243,31 @@ def test_corrupt_duckdb_file_is_named(tmp_path):
         connect(db, wait=1.0)
     with pytest.raises(TableFileError, match=f"DuckDB file '{db}'"):
         record_rows(db, "corpus_stats", "v", [{"source": "s"}], "r")
+
+
+def test_benchmark_history_orders_graph_runs_and_leaves_out_adhoc(tmp_path: Path) -> None:
+    from fastdraft_dag.storage.tables import benchmark_history, record_rows
+
+    db = tmp_path / "f.duckdb"
+
+    def bench(version: str, alpha: float, sd: float, kind: str | None = None) -> None:
+        common = {"target": "t", "draft_version": f"d-{version}", "task": "all", "run_kind": kind}
+        record_rows(db, "benchmark_offline", version, [
+            {**common, "k": k, "alpha_greedy": alpha, "precision": "torch-fp32"} for k in (1, 3)
+        ] + [{**common, "k": 1, "alpha_greedy": 0.99, "precision": "int4"}], "r")  # fmt: skip
+        record_rows(db, "benchmark_wallclock", version, [
+            {**common, "mode": "plain", "tok_s": 100.0, "speedup": 1.0},
+            {**common, "mode": "sd", "k": 2, "tok_s": 100 * sd, "speedup": sd},
+            {**common, "mode": "sd", "k": 3, "tok_s": 90 * sd, "speedup": 0.9 * sd},
+            {**common, "mode": "prompt_lookup", "k": 3, "tok_s": 120.0, "speedup": 1.2},
+        ], "r")  # fmt: skip
+
+    bench("v1", 0.2, 0.8)
+    bench("adhoc-x", 0.9, 3.0, "adhoc")
+    bench("v2", 0.3, 1.1)
+    rows = benchmark_history(db, "t")
+    assert [r["artifact_version"] for r in rows] == ["v1", "v2"]
+    assert [r["alpha_greedy"] for r in rows] == pytest.approx([0.2, 0.3])  # fp32 draft only
+    assert [r["sd_speedup"] for r in rows] == pytest.approx([0.8, 1.1])  # the best k
+    assert rows[0]["lookup_speedup"] == pytest.approx(1.2) and rows[0]["plain_tok_s"] == 100.0
+    assert benchmark_history(db, "other") == [] and benchmark_history(tmp_path / "no.db", "t") == []
