@@ -41,17 +41,19 @@ def disagreements(
 ) -> list[Disagreement]:
     """The `top` largest groups of documents kept by exactly one side, by (side, reasons).
 
-    The reason functions are asked only about the disagreeing ids (finding a reason can cost as
-    much as the build); they return {id: reason}, and an id they leave out counts as "kept" on
-    that side.
+    Each reason function is asked only about the ids its side dropped and the other kept
+    (finding a reason can cost as much as the build); it returns {id: reason}, and an id it
+    leaves out is reported as "?".
     """
     a, b = set(ours), set(theirs)
     only = sorted(a ^ b)
-    mine, yours = our_reason(only), their_reason(only)
+    mine, yours = our_reason(sorted(b - a)), their_reason(sorted(a - b))
     groups: Counter[tuple[str, str, str]] = Counter()
     example: dict[tuple[str, str, str], str] = {}
     for doc in only:
-        key = ("ours" if doc in a else "theirs", mine.get(doc, KEPT), yours.get(doc, KEPT))
+        side = "ours" if doc in a else "theirs"
+        key = (side, KEPT if side == "ours" else mine.get(doc, "?"))
+        key += (KEPT if side == "theirs" else yours.get(doc, "?"),)
         groups[key] += 1
         example.setdefault(key, doc)
     return [

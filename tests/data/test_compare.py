@@ -17,20 +17,24 @@ def test_kept_jaccard() -> None:
 def test_disagreements_grouped_by_side_and_reasons() -> None:
     ours = {"k", "o1", "o2", "o3"}
     theirs = {"k", "t1"}
-    asked: list[list[str]] = []
+    asked: dict[str, list[str]] = {}
 
     def our_reason(ids):
-        asked.append(list(ids))
+        asked["ours"] = list(ids)
         return {"t1": "min_words"}
 
     def their_reason(ids):
+        asked["theirs"] = list(ids)
         return {"o1": "gopher_short_doc", "o2": "gopher_short_doc", "o3": "minhash"}
 
     out = disagreements(ours, theirs, our_reason, their_reason)
-    assert asked == [["o1", "o2", "o3", "t1"]]  # only the disagreeing ids, never the shared one
+    # each side is asked only about what it dropped and the other kept, never the shared one
+    assert asked == {"ours": ["t1"], "theirs": ["o1", "o2", "o3"]}
     assert out == [
         Disagreement("ours", "kept", "gopher_short_doc", 2, "o1"),
         Disagreement("ours", "kept", "minhash", 1, "o3"),
         Disagreement("theirs", "min_words", "kept", 1, "t1"),
     ]
     assert disagreements(ours, theirs, our_reason, their_reason, top=1)[0].docs == 2
+    unexplained = disagreements(ours, theirs, lambda ids: {}, lambda ids: {})
+    assert {(g.our_reason, g.their_reason) for g in unexplained} == {("kept", "?"), ("?", "kept")}
