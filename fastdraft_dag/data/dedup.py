@@ -47,13 +47,20 @@ class DedupConfig:
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd: multiply-shift hashing
 
 
+def word_hashes(words: list[str]) -> np.ndarray:
+    """crc32 of each word: stable across processes (Python's hash() is salted per process)."""
+    return np.fromiter(map(zlib.crc32, map(str.encode, words)), dtype=np.uint64, count=len(words))
+
+
 def shingle_hashes(text: str, n: int) -> np.ndarray:
     """64-bit hashes of the lower-cased, whitespace-split word n-grams (one for a short doc)."""
-    words = text.lower().split()
-    if not words:
+    return ngram_hashes(word_hashes(text.lower().split()), n)
+
+
+def ngram_hashes(h: np.ndarray, n: int) -> np.ndarray:
+    """Word-hash n-grams combined polynomially; a doc shorter than `n` is one n-gram."""
+    if not len(h):
         return np.zeros(1, dtype=np.uint64)
-    # crc32 is stable across processes (Python's hash() is salted per process).
-    h = np.fromiter(map(zlib.crc32, map(str.encode, words)), dtype=np.uint64, count=len(words))
     n = min(n, len(h))
     out = np.zeros(len(h) - n + 1, dtype=np.uint64)
     for j in range(n):  # polynomial combination, vectorized over positions

@@ -2,17 +2,19 @@
 
 A rule is TRUE when a document is kept. Rules run in order and a dropped document is charged to
 the first rule it fails, so the funnel says *why* data went away (as datatrove's filters do).
-Rules see the document's `id`, `domain` and `text` plus the `FEATURES` columns (words, non-empty
-lines, paragraphs), computed once per document, and `dup_ngram_frac`, which `dedup.sketch`
-computes from the MinHash shingles in the same pass. SQL lets DuckDB evaluate them vectorized, in
-parallel and out of core; nothing here needs a Python UDF.
+Rules see the document's `id`, `domain` and `text`, the `FEATURES` columns (non-empty lines,
+paragraphs), computed once per document in SQL, and the word columns of `features.COLUMNS`
+(word count, word characters, stop words, repeated n-grams), which `features.doc_features`
+computes in the Python pass that splits words for the MinHash signature anyway. SQL lets DuckDB
+evaluate the rules vectorized, in parallel and out of core; nothing here needs a Python UDF.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastdraft_dag.data.dedup import dup_ngram_frac, shingle_hashes
+from fastdraft_dag.data.dedup import DedupConfig
+from fastdraft_dag.data.features import doc_features
 
 DOMAINS = ("text", "code", "any")
 
@@ -71,12 +73,12 @@ class FilterConfig:
 
 # Columns every rule may use, computed once per document in `features_sql`.
 FEATURES = {
-    "words": r"string_split_regex(trim(text, chr(32) || chr(9) || chr(10) || chr(13)), '\s+')",
     "lines": "list_filter(string_split(text, chr(10)), lambda l: trim(l) <> '')",
     "paras": r"list_filter(regexp_split_to_array(text, '\n[ \t]*\n'), lambda p: trim(p) <> '')",
 }
-NONSPACE = "list_sum(list_transform(words, lambda w: length(w)))"
-N_WORDS = "greatest(len(words), 1)"
+N_WORDS = "greatest(n_words, 1)"
+# A run of non-whitespace, whitespace as Python's str.split() has it (the words of `n_words`).
+NONSPACE_CHAR = r"[^\t-\r\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
 N_LINES = "greatest(len(lines), 1)"
 SYMBOLS = r"len(regexp_extract_all(text, '#|\.\.\.|…'))"
 
@@ -105,25 +107,26 @@ def any_rules(c: FilterConfig) -> list[Rule]:
 
 
 def text_rules(c: FilterConfig) -> list[Rule]:
-    stop = "('the', 'be', 'to', 'of', 'and', 'that', 'have', 'with')"
+    # Words with a letter: each match is one whole word (it extends to both word ends).
+    alpha_words = rf"len(regexp_extract_all(text, '{NONSPACE_CHAR}*\pL{NONSPACE_CHAR}*'))"
     return [
-        Rule("min_words", "text", f"len(words) >= {c.min_words}"),
-        Rule("max_words", "text", f"len(words) <= {c.max_words}"),
+        Rule("min_words", "text", f"n_words >= {c.min_words}"),
+        Rule("max_words", "text", f"n_words <= {c.max_words}"),
         Rule(
             "mean_word_len",
             "text",
-            f"{NONSPACE} / {N_WORDS} BETWEEN {c.min_mean_word_len} AND {c.max_mean_word_len}",
+            f"word_chars / {N_WORDS} BETWEEN {c.min_mean_word_len} AND {c.max_mean_word_len}",
         ),
         Rule("symbol_ratio", "text", f"{SYMBOLS} / {N_WORDS} <= {c.max_symbol_ratio}"),
         Rule(
             "alpha_words",
             "text",
-            rf"len(list_filter(words, lambda w: regexp_matches(w, '\pL'))) / {N_WORDS} >= {c.min_alpha_word_frac}",
+            f"{alpha_words} / {N_WORDS} >= {c.min_alpha_word_frac}",
         ),
         Rule(
             "stop_words",
             "text",
-            f"len(list_filter(words, lambda w: lower(w) IN {stop})) >= {c.min_stop_words}",
+            f"stop_words >= {c.min_stop_words}",
         ),
         Rule(
             "punct_lines",
@@ -159,7 +162,7 @@ def code_rules(c: FilterConfig) -> list[Rule]:
         Rule("max_line_len", "code", f"coalesce(list_max({line_lengths}), 0) <= {c.max_line_len}"),
         Rule("mean_line_len", "code", f"length(text) / {N_LINES} <= {c.max_mean_line_len}"),
         Rule("alnum_frac", "code", f"{alnum} / greatest(length(text), 1) >= {c.min_alnum_frac}"),
-        Rule("digit_frac", "code", f"{digits} / greatest({NONSPACE}, 1) <= {c.max_digit_frac}"),
+        Rule("digit_frac", "code", f"{digits} / greatest(word_chars, 1) <= {c.max_digit_frac}"),
         Rule(
             "encoded_data",
             "code",
@@ -207,17 +210,15 @@ def first_failing(
     import pyarrow as pa
 
     config = config or FilterConfig()
-    table = pa.Table.from_pylist(
-        [
-            {
-                "pos": i,
-                "id": d.get("id", f"doc/{i}"),
-                "domain": d["domain"],
-                "text": d["text"],
-                "dup_ngram_frac": dup_ngram_frac(shingle_hashes(d["text"], ngram)),
-            }
-            for i, d in enumerate(docs)
-        ]
+    _, words = doc_features([d["text"] for d in docs], DedupConfig(ngram=ngram))
+    table = pa.table(
+        {
+            "pos": list(range(len(docs))),
+            "id": [d.get("id", f"doc/{i}") for i, d in enumerate(docs)],
+            "domain": [d["domain"] for d in docs],
+            "text": [d["text"] for d in docs],
+            **words,
+        }
     )
     with duckdb.connect() as con:
         con.register("examples", table)
