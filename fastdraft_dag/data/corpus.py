@@ -118,12 +118,13 @@ def filter_unit(unit: Unit, out: Path, options: CorpusOptions, threads: int = 1)
     con = _connect(out.parent / f".{out.stem}.scratch", options.memory_limit, threads)
     try:
         con.register("incoming", reader)
-        reason = drop_reason_sql(default_rules(options.filters))
+        rules = default_rules(options.filters)
+        reason = drop_reason_sql(rules)
         con.execute(
             f"""COPY (
                   SELECT id, source, domain, text, strlen(text) AS nbytes, {reason} AS reason,
                          norm_hash AS hash, sig
-                  FROM ({features_sql("incoming")})
+                  FROM ({features_sql("incoming", rules)})
                 ) TO {sql_str(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 2048, ROW_GROUP_SIZE_BYTES '8MB')"""
         )
     except duckdb.Error:

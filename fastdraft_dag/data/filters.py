@@ -11,6 +11,7 @@ evaluate the rules vectorized, in parallel and out of core; nothing here needs a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fastdraft_dag.data.dedup import DedupConfig
@@ -71,7 +72,8 @@ class FilterConfig:
     generated_head_chars: int = 400
 
 
-# Columns every rule may use, computed once per document in `features_sql`.
+# Columns rules may use, computed once per document in `features_sql` (for the domains whose
+# rules use them).
 FEATURES = {
     "lines": "list_filter(string_split(text, chr(10)), lambda l: trim(l) <> '')",
     "paras": r"list_filter(regexp_split_to_array(text, '\n[ \t]*\n'), lambda p: trim(p) <> '')",
@@ -90,6 +92,17 @@ def sql_str(value: str) -> str:
 
 def _frac_lines(regex: str) -> str:
     return f"len(list_filter(lines, lambda l: regexp_matches(l, {sql_str(regex)}))) / {N_LINES}"
+
+
+def _at_most(frac: str, limit: float) -> str:
+    """`frac <= limit` for a fraction in [0, 1]; TRUE, computing nothing, when the limit cannot
+    bind, so a rule switched off by its threshold costs no time (the aligned benchmark's)."""
+    return "TRUE" if limit >= 1 else f"{frac} <= {limit}"
+
+
+def _at_least(frac: str, limit: float) -> str:
+    """`frac >= limit` for a fraction in [0, 1]; TRUE when the limit cannot bind."""
+    return "TRUE" if limit <= 0 else f"{frac} >= {limit}"
 
 
 def _dup_char_frac(column: str) -> str:
@@ -121,7 +134,7 @@ def text_rules(c: FilterConfig) -> list[Rule]:
         Rule(
             "alpha_words",
             "text",
-            f"{alpha_words} / {N_WORDS} >= {c.min_alpha_word_frac}",
+            _at_least(f"{alpha_words} / {N_WORDS}", c.min_alpha_word_frac),
         ),
         Rule(
             "stop_words",
@@ -131,22 +144,22 @@ def text_rules(c: FilterConfig) -> list[Rule]:
         Rule(
             "punct_lines",
             "text",
-            _frac_lines(r"""[.!?;:,"'’”)\]][ \t]*$""") + f" >= {c.min_punct_line_frac}",
+            _at_least(_frac_lines(r"""[.!?;:,"'’”)\]][ \t]*$"""), c.min_punct_line_frac),
         ),
         Rule(
             "bullet_lines",
             "text",
-            _frac_lines(r"^\s*[•●◦▪‣*·–-]\s") + f" <= {c.max_bullet_line_frac}",
+            _at_most(_frac_lines(r"^\s*[•●◦▪‣*·–-]\s"), c.max_bullet_line_frac),
         ),
-        Rule("dup_paragraphs", "text", f"{_dup_char_frac('paras')} <= {c.max_dup_para_char_frac}"),
-        Rule("dup_lines", "text", f"{_dup_char_frac('lines')} <= {c.max_dup_line_char_frac}"),
+        Rule("dup_paragraphs", "text", _at_most(_dup_char_frac("paras"), c.max_dup_para_char_frac)),
+        Rule("dup_lines", "text", _at_most(_dup_char_frac("lines"), c.max_dup_line_char_frac)),
         # Computed with the MinHash shingles (dedup.py): the same n-gram hashes, one pass.
-        Rule("dup_ngrams", "text", f"dup_ngram_frac <= {c.max_dup_ngram_frac}"),
+        Rule("dup_ngrams", "text", _at_most("dup_ngram_frac", c.max_dup_ngram_frac)),
         Rule(
             "boilerplate",
             "text",
-            f"NOT regexp_matches(text, '(?i)lorem ipsum') AND "
-            f"{_frac_lines(c.boilerplate_pattern)} <= {c.max_boilerplate_line_frac}",
+            "NOT regexp_matches(text, '(?i)lorem ipsum') AND "
+            + _at_most(_frac_lines(c.boilerplate_pattern), c.max_boilerplate_line_frac),
         ),
     ]
 
@@ -157,16 +170,33 @@ def code_rules(c: FilterConfig) -> list[Rule]:
     digits = r"length(regexp_replace(text, '[^0-9]+', '', 'g'))"
     encoded = r"list_sum(list_transform(regexp_extract_all(text, '[A-Za-z0-9+/]{64,}={0,2}'), lambda m: length(m)))"
     line_lengths = "list_transform(lines, lambda l: length(l))"
+    # A line (and the mean line) is no longer than the text, which `max_chars` has capped.
+    max_line = c.max_line_len < c.max_chars
+    mean_line = c.max_mean_line_len < c.max_chars
     return [
         Rule("minified", "code", f"NOT regexp_matches(id, {sql_str(c.minified_pattern)})"),
-        Rule("max_line_len", "code", f"coalesce(list_max({line_lengths}), 0) <= {c.max_line_len}"),
-        Rule("mean_line_len", "code", f"length(text) / {N_LINES} <= {c.max_mean_line_len}"),
-        Rule("alnum_frac", "code", f"{alnum} / greatest(length(text), 1) >= {c.min_alnum_frac}"),
-        Rule("digit_frac", "code", f"{digits} / greatest(word_chars, 1) <= {c.max_digit_frac}"),
+        Rule(
+            "max_line_len",
+            "code",
+            f"coalesce(list_max({line_lengths}), 0) <= {c.max_line_len}" if max_line else "TRUE",
+        ),
+        Rule(
+            "mean_line_len",
+            "code",
+            f"length(text) / {N_LINES} <= {c.max_mean_line_len}" if mean_line else "TRUE",
+        ),
+        Rule(
+            "alnum_frac",
+            "code",
+            _at_least(f"{alnum} / greatest(length(text), 1)", c.min_alnum_frac),
+        ),
+        Rule(
+            "digit_frac", "code", _at_most(f"{digits} / greatest(word_chars, 1)", c.max_digit_frac)
+        ),
         Rule(
             "encoded_data",
             "code",
-            f"coalesce({encoded}, 0) / greatest(length(text), 1) <= {c.max_encoded_frac}",
+            _at_most(f"coalesce({encoded}, 0) / greatest(length(text), 1)", c.max_encoded_frac),
         ),
         Rule(
             "auto_generated", "code", f"NOT regexp_matches({head}, {sql_str(c.generated_pattern)})"
@@ -194,9 +224,18 @@ def drop_reason_sql(rules: list[Rule]) -> str:
     return "CASE " + " ".join(whens) + " ELSE NULL END" if whens else "NULL"
 
 
-def features_sql(table: str) -> str:
-    cols = ", ".join(f"{sql} AS {name}" for name, sql in FEATURES.items())
-    return f"SELECT *, {cols} FROM {table}"
+def features_sql(table: str, rules: list[Rule]) -> str:
+    """`table` with the `FEATURES` columns, each computed only for the domains whose rules use it
+    (NULL elsewhere): splitting code files into paragraphs no rule reads is wasted work."""
+    cols = []
+    for name, sql in FEATURES.items():
+        domains = {r.domain for r in rules if re.search(rf"\b{name}\b", r.sql)}
+        if "any" in domains or len(domains) > 1:
+            cols.append(f"{sql} AS {name}")
+        else:
+            scope = f"domain = {sql_str(domains.pop())}" if domains else "false"
+            cols.append(f"CASE WHEN {scope} THEN {sql} END AS {name}")
+    return f"SELECT *, {', '.join(cols)} FROM {table}"
 
 
 def first_failing(
@@ -222,5 +261,8 @@ def first_failing(
     )
     with duckdb.connect() as con:
         con.register("examples", table)
-        sql = f"SELECT {drop_reason_sql(default_rules(config))} FROM ({features_sql('examples')}) ORDER BY pos"
+        rules = default_rules(config)
+        sql = (
+            f"SELECT {drop_reason_sql(rules)} FROM ({features_sql('examples', rules)}) ORDER BY pos"
+        )
         return [row[0] for row in con.execute(sql).fetchall()]
