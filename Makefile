@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install home run bench bench-train bench-data bench-kd bench-recipe report test ui lint format clean browser
+.PHONY: install home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe report test ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -39,6 +39,13 @@ bench-train: install  ## tokens/s and MFU: our CPU trainer vs a default HF Train
 
 bench-data: install  ## filter+dedup MB/s and tokenization tok/s vs baselines; peak RSS on doubled input
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/data_throughput.py
+
+bench-data-peers: install  ## filter+dedup: ours vs datatrove on the offline corpus, same rules and 2 workers
+	$(BIN)/pip install -q -e '.[bench]'
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/data_vs_datatrove.py $(if $(GROW_MB),--grow-mb $(GROW_MB))
+
+bench-data-scale: install  ## our data path on a corpus grown to SCALE_MB (default 1000) at 4 sizes: time, RSS, growth
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/data_vs_datatrove.py --scale --scale-mb $(or $(SCALE_MB),1000)
 
 bench-kd: install  ## KD generation tok/s: OpenVINO continuous batching vs unbatched generate(), same prompts
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/kd_generation.py

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from fastdraft_dag.data import dedup
+from fastdraft_dag.data import dedup, features
 from fastdraft_dag.data.dedup import DedupConfig
 from fastdraft_dag.data.filters import (
     FilterConfig,
@@ -87,17 +87,17 @@ def _schema(num_perm: int) -> pa.Schema:
     return pa.schema(
         [("id", pa.string()), ("source", pa.string()), ("domain", pa.string())]
         + [("text", pa.string()), ("sig", pa.list_(pa.uint32(), num_perm))]
-        + [("dup_ngram_frac", pa.float64())]
+        + list(features.COLUMNS)
     )
 
 
 def _batches(records: Iterable[dict], config: DedupConfig) -> Iterator[pa.RecordBatch]:
     schema, it = _schema(config.num_perm), iter(records)
     while chunk := list(islice(it, BATCH)):
-        sigs, dups = dedup.sketch([r["text"] for r in chunk], config)
+        sigs, words = features.doc_features([r["text"] for r in chunk], config)
         columns = {k: [r[k] for r in chunk] for k in ("id", "source", "domain", "text")}
         columns["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel()), config.num_perm)
-        columns["dup_ngram_frac"] = dups
+        columns |= words
         yield pa.RecordBatch.from_pydict(columns, schema=schema)
 
 
@@ -118,12 +118,13 @@ def filter_unit(unit: Unit, out: Path, options: CorpusOptions, threads: int = 1)
     con = _connect(out.parent / f".{out.stem}.scratch", options.memory_limit, threads)
     try:
         con.register("incoming", reader)
-        reason = drop_reason_sql(default_rules(options.filters))
+        rules = default_rules(options.filters)
+        reason = drop_reason_sql(rules)
         con.execute(
             f"""COPY (
                   SELECT id, source, domain, text, strlen(text) AS nbytes, {reason} AS reason,
-                         md5(trim(regexp_replace(lower(text), '\\s+', ' ', 'g'))) AS hash, sig
-                  FROM ({features_sql("incoming")})
+                         norm_hash AS hash, sig
+                  FROM ({features_sql("incoming", rules)})
                 ) TO {sql_str(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 2048, ROW_GROUP_SIZE_BYTES '8MB')"""
         )
     except duckdb.Error:

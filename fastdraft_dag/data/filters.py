@@ -2,17 +2,20 @@
 
 A rule is TRUE when a document is kept. Rules run in order and a dropped document is charged to
 the first rule it fails, so the funnel says *why* data went away (as datatrove's filters do).
-Rules see the document's `id`, `domain` and `text` plus the `FEATURES` columns (words, non-empty
-lines, paragraphs), computed once per document, and `dup_ngram_frac`, which `dedup.sketch`
-computes from the MinHash shingles in the same pass. SQL lets DuckDB evaluate them vectorized, in
-parallel and out of core; nothing here needs a Python UDF.
+Rules see the document's `id`, `domain` and `text`, the `FEATURES` columns (non-empty lines,
+paragraphs), computed once per document in SQL, and the word columns of `features.COLUMNS`
+(word count, word characters, stop words, repeated n-grams), which `features.doc_features`
+computes in the Python pass that splits words for the MinHash signature anyway. SQL lets DuckDB
+evaluate the rules vectorized, in parallel and out of core; nothing here needs a Python UDF.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from fastdraft_dag.data.dedup import dup_ngram_frac, shingle_hashes
+from fastdraft_dag.data.dedup import DedupConfig
+from fastdraft_dag.data.features import doc_features
 
 DOMAINS = ("text", "code", "any")
 
@@ -75,14 +78,15 @@ class FilterConfig:
     generated_head_chars: int = 400  # code: characters at the top searched for generated_pattern
 
 
-# Columns every rule may use, computed once per document in `features_sql`.
+# Columns rules may use, computed once per document in `features_sql` (for the domains whose
+# rules use them).
 FEATURES = {
-    "words": r"string_split_regex(trim(text, chr(32) || chr(9) || chr(10) || chr(13)), '\s+')",
     "lines": "list_filter(string_split(text, chr(10)), lambda l: trim(l) <> '')",
     "paras": r"list_filter(regexp_split_to_array(text, '\n[ \t]*\n'), lambda p: trim(p) <> '')",
 }
-NONSPACE = "list_sum(list_transform(words, lambda w: length(w)))"
-N_WORDS = "greatest(len(words), 1)"
+N_WORDS = "greatest(n_words, 1)"
+# A run of non-whitespace, whitespace as Python's str.split() has it (the words of `n_words`).
+NONSPACE_CHAR = r"[^\t-\r\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
 N_LINES = "greatest(len(lines), 1)"
 SYMBOLS = r"len(regexp_extract_all(text, '#|\.\.\.|…'))"
 
@@ -94,6 +98,17 @@ def sql_str(value: str) -> str:
 
 def _frac_lines(regex: str) -> str:
     return f"len(list_filter(lines, lambda l: regexp_matches(l, {sql_str(regex)}))) / {N_LINES}"
+
+
+def _at_most(frac: str, limit: float) -> str:
+    """`frac <= limit` for a fraction in [0, 1]; TRUE, computing nothing, when the limit cannot
+    bind, so a rule switched off by its threshold costs no time (the aligned benchmark's)."""
+    return "TRUE" if limit >= 1 else f"{frac} <= {limit}"
+
+
+def _at_least(frac: str, limit: float) -> str:
+    """`frac >= limit` for a fraction in [0, 1]; TRUE when the limit cannot bind."""
+    return "TRUE" if limit <= 0 else f"{frac} >= {limit}"
 
 
 def _dup_char_frac(column: str) -> str:
@@ -111,45 +126,46 @@ def any_rules(c: FilterConfig) -> list[Rule]:
 
 
 def text_rules(c: FilterConfig) -> list[Rule]:
-    stop = "('the', 'be', 'to', 'of', 'and', 'that', 'have', 'with')"
+    # Words with a letter: each match is one whole word (it extends to both word ends).
+    alpha_words = rf"len(regexp_extract_all(text, '{NONSPACE_CHAR}*\pL{NONSPACE_CHAR}*'))"
     return [
-        Rule("min_words", "text", f"len(words) >= {c.min_words}"),
-        Rule("max_words", "text", f"len(words) <= {c.max_words}"),
+        Rule("min_words", "text", f"n_words >= {c.min_words}"),
+        Rule("max_words", "text", f"n_words <= {c.max_words}"),
         Rule(
             "mean_word_len",
             "text",
-            f"{NONSPACE} / {N_WORDS} BETWEEN {c.min_mean_word_len} AND {c.max_mean_word_len}",
+            f"word_chars / {N_WORDS} BETWEEN {c.min_mean_word_len} AND {c.max_mean_word_len}",
         ),
         Rule("symbol_ratio", "text", f"{SYMBOLS} / {N_WORDS} <= {c.max_symbol_ratio}"),
         Rule(
             "alpha_words",
             "text",
-            rf"len(list_filter(words, lambda w: regexp_matches(w, '\pL'))) / {N_WORDS} >= {c.min_alpha_word_frac}",
+            _at_least(f"{alpha_words} / {N_WORDS}", c.min_alpha_word_frac),
         ),
         Rule(
             "stop_words",
             "text",
-            f"len(list_filter(words, lambda w: lower(w) IN {stop})) >= {c.min_stop_words}",
+            f"stop_words >= {c.min_stop_words}",
         ),
         Rule(
             "punct_lines",
             "text",
-            _frac_lines(r"""[.!?;:,"'’”)\]][ \t]*$""") + f" >= {c.min_punct_line_frac}",
+            _at_least(_frac_lines(r"""[.!?;:,"'’”)\]][ \t]*$"""), c.min_punct_line_frac),
         ),
         Rule(
             "bullet_lines",
             "text",
-            _frac_lines(r"^\s*[•●◦▪‣*·–-]\s") + f" <= {c.max_bullet_line_frac}",
+            _at_most(_frac_lines(r"^\s*[•●◦▪‣*·–-]\s"), c.max_bullet_line_frac),
         ),
-        Rule("dup_paragraphs", "text", f"{_dup_char_frac('paras')} <= {c.max_dup_para_char_frac}"),
-        Rule("dup_lines", "text", f"{_dup_char_frac('lines')} <= {c.max_dup_line_char_frac}"),
+        Rule("dup_paragraphs", "text", _at_most(_dup_char_frac("paras"), c.max_dup_para_char_frac)),
+        Rule("dup_lines", "text", _at_most(_dup_char_frac("lines"), c.max_dup_line_char_frac)),
         # Computed with the MinHash shingles (dedup.py): the same n-gram hashes, one pass.
-        Rule("dup_ngrams", "text", f"dup_ngram_frac <= {c.max_dup_ngram_frac}"),
+        Rule("dup_ngrams", "text", _at_most("dup_ngram_frac", c.max_dup_ngram_frac)),
         Rule(
             "boilerplate",
             "text",
-            f"NOT regexp_matches(text, '(?i)lorem ipsum') AND "
-            f"{_frac_lines(c.boilerplate_pattern)} <= {c.max_boilerplate_line_frac}",
+            "NOT regexp_matches(text, '(?i)lorem ipsum') AND "
+            + _at_most(_frac_lines(c.boilerplate_pattern), c.max_boilerplate_line_frac),
         ),
     ]
 
@@ -160,16 +176,33 @@ def code_rules(c: FilterConfig) -> list[Rule]:
     digits = r"length(regexp_replace(text, '[^0-9]+', '', 'g'))"
     encoded = r"list_sum(list_transform(regexp_extract_all(text, '[A-Za-z0-9+/]{64,}={0,2}'), lambda m: length(m)))"
     line_lengths = "list_transform(lines, lambda l: length(l))"
+    # A line (and the mean line) is no longer than the text, which `max_chars` has capped.
+    max_line = c.max_line_len < c.max_chars
+    mean_line = c.max_mean_line_len < c.max_chars
     return [
         Rule("minified", "code", f"NOT regexp_matches(id, {sql_str(c.minified_pattern)})"),
-        Rule("max_line_len", "code", f"coalesce(list_max({line_lengths}), 0) <= {c.max_line_len}"),
-        Rule("mean_line_len", "code", f"length(text) / {N_LINES} <= {c.max_mean_line_len}"),
-        Rule("alnum_frac", "code", f"{alnum} / greatest(length(text), 1) >= {c.min_alnum_frac}"),
-        Rule("digit_frac", "code", f"{digits} / greatest({NONSPACE}, 1) <= {c.max_digit_frac}"),
+        Rule(
+            "max_line_len",
+            "code",
+            f"coalesce(list_max({line_lengths}), 0) <= {c.max_line_len}" if max_line else "TRUE",
+        ),
+        Rule(
+            "mean_line_len",
+            "code",
+            f"length(text) / {N_LINES} <= {c.max_mean_line_len}" if mean_line else "TRUE",
+        ),
+        Rule(
+            "alnum_frac",
+            "code",
+            _at_least(f"{alnum} / greatest(length(text), 1)", c.min_alnum_frac),
+        ),
+        Rule(
+            "digit_frac", "code", _at_most(f"{digits} / greatest(word_chars, 1)", c.max_digit_frac)
+        ),
         Rule(
             "encoded_data",
             "code",
-            f"coalesce({encoded}, 0) / greatest(length(text), 1) <= {c.max_encoded_frac}",
+            _at_most(f"coalesce({encoded}, 0) / greatest(length(text), 1)", c.max_encoded_frac),
         ),
         Rule(
             "auto_generated", "code", f"NOT regexp_matches({head}, {sql_str(c.generated_pattern)})"
@@ -197,9 +230,18 @@ def drop_reason_sql(rules: list[Rule]) -> str:
     return "CASE " + " ".join(whens) + " ELSE NULL END" if whens else "NULL"
 
 
-def features_sql(table: str) -> str:
-    cols = ", ".join(f"{sql} AS {name}" for name, sql in FEATURES.items())
-    return f"SELECT *, {cols} FROM {table}"
+def features_sql(table: str, rules: list[Rule]) -> str:
+    """`table` with the `FEATURES` columns, each computed only for the domains whose rules use it
+    (NULL elsewhere): splitting code files into paragraphs no rule reads is wasted work."""
+    cols = []
+    for name, sql in FEATURES.items():
+        domains = {r.domain for r in rules if re.search(rf"\b{name}\b", r.sql)}
+        if "any" in domains or len(domains) > 1:
+            cols.append(f"{sql} AS {name}")
+        else:
+            scope = f"domain = {sql_str(domains.pop())}" if domains else "false"
+            cols.append(f"CASE WHEN {scope} THEN {sql} END AS {name}")
+    return f"SELECT *, {', '.join(cols)} FROM {table}"
 
 
 def first_failing(
@@ -213,19 +255,20 @@ def first_failing(
     import pyarrow as pa
 
     config = config or FilterConfig()
-    table = pa.Table.from_pylist(
-        [
-            {
-                "pos": i,
-                "id": d.get("id", f"doc/{i}"),
-                "domain": d["domain"],
-                "text": d["text"],
-                "dup_ngram_frac": dup_ngram_frac(shingle_hashes(d["text"], ngram)),
-            }
-            for i, d in enumerate(docs)
-        ]
+    _, words = doc_features([d["text"] for d in docs], DedupConfig(ngram=ngram))
+    table = pa.table(
+        {
+            "pos": list(range(len(docs))),
+            "id": [d.get("id", f"doc/{i}") for i, d in enumerate(docs)],
+            "domain": [d["domain"] for d in docs],
+            "text": [d["text"] for d in docs],
+            **words,
+        }
     )
     with duckdb.connect() as con:
         con.register("examples", table)
-        sql = f"SELECT {drop_reason_sql(default_rules(config))} FROM ({features_sql('examples')}) ORDER BY pos"
+        rules = default_rules(config)
+        sql = (
+            f"SELECT {drop_reason_sql(rules)} FROM ({features_sql('examples', rules)}) ORDER BY pos"
+        )
         return [row[0] for row in con.execute(sql).fetchall()]

@@ -111,3 +111,10 @@ def test_text_rules_do_not_apply_to_code_and_vice_versa() -> None:
         None
     ]  # no stop words: fine for code
     assert first_failing([doc("text", GOOD_TEXT, "site/app.min.js")]) == [None]
+
+
+def test_thresholds_that_cannot_bind_compute_nothing() -> None:
+    off = FilterConfig(min_alnum_frac=0.0, max_digit_frac=1.0, max_line_len=10**9)
+    sql = {r.name: r.sql for r in default_rules(off)}
+    assert sql["alnum_frac"] == sql["digit_frac"] == sql["max_line_len"] == "TRUE"
+    assert first_failing([doc("code", FAILING["alnum_frac"][1])], off) == [None]
