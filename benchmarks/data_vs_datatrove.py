@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,6 +48,7 @@ from fastdraft_dag.sources.specs import SourceSpec, is_heldout, iter_source
 OFFLINE = "python_stdlib,wikipedia,shakespeare,kjv_bible"
 DOMAINS = ("text", "code")
 PARTS = 4  # parquet files per domain: work for 2 workers on both sides
+PART_BYTES = 64_000_000  # the largest input file of a grown corpus
 NEVER = r"a\A"  # a regex that matches nothing: turns a pattern rule off
 
 # Our rules, aligned with what datatrove can express (see RULES): the code rules have no
@@ -130,11 +132,15 @@ def dump_corpus(sources: list[str], out: Path, max_docs: int | None, grow_mb: fl
     for domain, recs in records.items():
         if not recs:
             continue
-        it = iter(recs)
+        it, target = iter(recs), size[domain]
         if grow_mb:
-            it = grow_corpus(recs, int(grow_mb * 1e6 * size[domain] / sum(size.values())), seed=0)
+            target = int(grow_mb * 1e6 * size[domain] / sum(size.values()))
+            it = grow_corpus(recs, target, seed=0)
+        # Files of at most PART_BYTES, as a real corpus arrives: a fixed number of files would
+        # make each unit, and so each worker's memory, grow with the corpus.
+        parts = max(PARTS, math.ceil(target / PART_BYTES))
         write_parts(
-            (r for r in it if not is_heldout(f"bench_{domain}/{r['id']}")), out / domain, PARTS
+            (r for r in it if not is_heldout(f"bench_{domain}/{r['id']}")), out / domain, parts
         )
 
 

@@ -25,7 +25,7 @@ SHARED = "shared"
 
 @dg.asset(
     group_name="data",
-    code_version="2",
+    code_version="3",
     kinds={"duckdb", "parquet"},
     pool="duckdb_writer",
     description="Text and code from the configured sources, quality-filtered (Gopher/C4/FineWeb-style text rules, StarCoder-style code rules) and deduplicated (exact + MinHash LSH) in DuckDB, with a funnel of every drop.",
