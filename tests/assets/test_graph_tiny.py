@@ -258,14 +258,23 @@ def test_definitions_load_for_every_profile(name, tmp_path):
 
 def test_tokenizer_mismatch_blocks_downstream_naming_both(tiny):
     root, defs, instance, _ = tiny
+    from fastdraft_dag.storage.artifacts import sha256_file
+
     draft = ArtifactStore(root).latest("aligned_draft", "tiny-random").path
-    template = draft / "chat_template.jinja"
-    original = template.read_text()
+    template, manifest_file = draft / "chat_template.jinja", draft / "manifest.json"
+    original, manifest_text = template.read_text(), manifest_file.read_text()
+    # A draft *built* with another chat template: its manifest agrees with its files (a merely
+    # tampered file would be caught on reuse and rebuilt), but not with the target.
     template.write_text("{{ messages[0]['content'] }}")
+    manifest = json.loads(manifest_text)
+    manifest["files"]["chat_template.jinja"] = sha256_file(template)
+    manifest.get("sizes", {})["chat_template.jinja"] = template.stat().st_size
+    manifest_file.write_text(json.dumps(manifest))
     try:
         result = _run(defs, instance, selection="aligned_draft*")
     finally:
         template.write_text(original)
+        manifest_file.write_text(manifest_text)
     check = next(
         e
         for e in result.get_asset_check_evaluations()
