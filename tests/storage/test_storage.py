@@ -202,9 +202,14 @@ def test_second_builder_waits_for_the_first_and_reuses_its_result(tmp_path):
         def build(out):
             with open(out / "rows.jsonl", "a") as f:
                 f.write(sys.argv[2] + "\\n")
+            # Hold the lock until the other process is about to ask for it (it may start late).
+            deadline = time.time() + 30
+            while len(list(Path(sys.argv[1]).glob("started-*"))) < 2 and time.time() < deadline:
+                time.sleep(0.05)
             time.sleep(1.0)
             return {}
 
+        (Path(sys.argv[1]) / f"started-{sys.argv[2]}").touch()
         art = ArtifactStore(Path(sys.argv[1])).build(
             "kd", "p", code_version="1", config={}, inputs={}, build=build, resumable=True,
             log=lambda m: print("WAIT", m, flush=True))
