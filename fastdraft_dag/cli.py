@@ -296,9 +296,10 @@ def _warn_kd_overlap(pipeline, key: str, files: list[str]) -> None:
     """Warn when the user's prompts share text with this target's KD prompts, if any exist."""
     from fastdraft_dag.evaluation.adhoc import kd_contamination
 
-    kd_dir = pipeline.root / "synthetic_kd_dataset" / key
-    latest = kd_dir / "LATEST"
-    kd_file = kd_dir / latest.read_text().strip() / "kd.jsonl" if latest.is_file() else kd_dir
+    try:
+        kd_file = pipeline.store.latest("synthetic_kd_dataset", key).path / "kd.jsonl"
+    except (FileNotFoundError, ValueError):  # none (a draft from elsewhere), or a broken one
+        return
     pairs = kd_contamination(kd_file, files)
     if pairs:
         shown = ", ".join(f"{e} ~ {k}" for k, e in pairs[:5])

@@ -139,7 +139,7 @@ def _history_image(history: list[dict], target: str) -> str:
 
 @dg.asset(
     group_name="evaluation",
-    code_version="3",
+    code_version="4",  # 4: the release folder holds the HF draft and the card's snippets
     deps=["openvino_ir", "aligned_draft", "target_model"],
     partitions_def=TARGETS,
     kinds={"openvino", "duckdb"},

@@ -9,9 +9,6 @@ they never become a graph run's baseline. IRs it has to export are cached under 
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,17 +63,10 @@ def locate_draft(path: Path) -> AdhocDraft:
 
 
 def _export_cached(model_dir: Path, cache: Path, weight_format: str, log: Log) -> Path:
-    """An IR of `model_dir`, exported once into `cache` (temporary name, then rename)."""
-    if (cache / "openvino_model.xml").is_file():
-        return cache
-    log(f"exporting {model_dir} as {weight_format} IR into {cache}")
-    tmp = cache.with_name(f".{cache.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        export_ir(model_dir, tmp, weight_format)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, cache)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """An IR of `model_dir`, exported once into `cache` (export_ir writes atomically)."""
+    if not (cache / "openvino_model.xml").is_file():
+        log(f"exporting {model_dir} as {weight_format} IR into {cache}")
+        export_ir(model_dir, cache, weight_format)
     return cache
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.core.tokenizers import TOKENIZER_FILES
+from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 from fastdraft_dag.evaluation.modes import SD, ModeChoice
 from fastdraft_dag.openvino.ir_scoring import ir_model_file
 from fastdraft_dag.prompts.eval_sets import EVAL_FAMILIES, eval_prompts, load_prompts_jsonl
@@ -136,7 +136,7 @@ def set_num_assistant_tokens(ir_dir: Path, k: int) -> dict[str, Any]:
     return set_generation_settings(ir_dir, {"num_assistant_tokens": int(k)})
 
 
-HF_DRAFT_FILES = ("config.json", "model.safetensors", "draft_vocab.json", *TOKENIZER_FILES)
+HF_DRAFT_FILES = ("config.json", "model.safetensors", "draft_vocab.json")  # + the tokenizer
 
 
 def write_release(
@@ -193,3 +193,4 @@ def _copy_hf_draft(draft_dir: Path, out: Path) -> None:
     for name in HF_DRAFT_FILES:
         if (draft_dir / name).is_file():
             shutil.copy2(draft_dir / name, out / name)
+    copy_tokenizer_files(draft_dir, out)

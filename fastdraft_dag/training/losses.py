@@ -189,14 +189,8 @@ class CausalLMLoss(torch.nn.Module):
         if not self.fused:
             batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
             return batch_loss(self.model, batch) * (labels[:, 1:] != IGNORE).sum()
-        decoder = self.model.get_decoder()
-        hidden = decoder(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state
-        targets = labels[:, 1:].reshape(-1)
-        keep = targets != IGNORE
-        h = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
-        y = targets[keep]
+        h, keep = self._labelled_hidden(input_ids, labels, attention_mask)
+        y = labels[:, 1:].reshape(-1)[keep]
         w = self.model.get_output_embeddings().weight
         if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad):
             return FusedLinearCrossEntropy.apply(h, w, y, self.chunk, _compute_dtype(h.device))
@@ -209,13 +203,18 @@ class CausalLMLoss(torch.nn.Module):
                 f"objective {self.objective!r} needs teacher_ids/teacher_logp in the data "
                 "(the align stage's teacher pass); this batch has none"
             )
-        hidden = self.model.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state
-        keep = (labels[:, 1:] != IGNORE).reshape(-1)
-        h = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
+        h, keep = self._labelled_hidden(input_ids, labels, attention_mask)
         k = teacher_ids.shape[-1]
         cols = teacher_ids[:, 1:].reshape(-1, k)[keep].long()
         logp = teacher_logp[:, 1:].reshape(-1, k)[keep]
         logits = self.model.get_output_embeddings()(h)
         return sparse_logit_loss_sum(logits, cols, logp, self.objective)
+
+    def _labelled_hidden(self, input_ids, labels, attention_mask):
+        """Final hidden states at the positions whose next token carries a label, and the mask
+        that picked them (flattened): the head only ever runs on these."""
+        hidden = self.model.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        keep = (labels[:, 1:] != IGNORE).reshape(-1)
+        return hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep], keep
