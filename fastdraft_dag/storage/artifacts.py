@@ -176,14 +176,24 @@ def exclusive_lock(path: Path, on_wait: Callable[[str], None] | None = None) -> 
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait is not None:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                on_wait(f"{path} is held by {holder}; waiting for it to finish")
+                on_wait(f"{path} is held by {_holder(fd)}; waiting for it to finish")
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}@{socket.gethostname()}".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _holder(fd: int, patience: float = 1.0) -> str:
+    """Who holds the lock, as it wrote itself in. A holder that has only just taken the lock
+    may not have written yet (two runs starting together), so an empty file is read again."""
+    deadline = time.monotonic() + patience
+    while True:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if holder or time.monotonic() > deadline:
+            return holder or "unknown"
+        time.sleep(0.02)
 
 
 class ArtifactStore:

@@ -225,7 +225,7 @@ def test_second_builder_waits_for_the_first_and_reuses_its_result(tmp_path):
     outs = [p.communicate(timeout=60)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sorted(o.split()[-1] for o in outs) == ["BUILT", "REUSED"]
-    assert any("WAIT" in o and "held by pid" in o for o in outs)
+    assert any("WAIT" in o and "held by pid" in o for o in outs), outs
     rows = (ArtifactStore(tmp_path).latest("kd", "p").path / "rows.jsonl").read_text().split()
     assert len(rows) == 1
 
