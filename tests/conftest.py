@@ -30,7 +30,7 @@ def tokenizer(target_dir: Path):
 
 @pytest.fixture(scope="session")
 def tiny_target_dir(target_dir: Path) -> Path:
-    """A random 2-layer Llama with the real SmolLM2 tokenizer: fast plumbing, not a real target."""
+    """A random 3-layer Llama with the real SmolLM2 tokenizer: fast plumbing, not a real target."""
     from fastdraft_dag.targets.resolve import TINY_NAME, resolve_target
 
     return resolve_target(TINY_NAME, CACHE / "targets").path

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.draft.derived import load_fp32_model
+from fastdraft_dag.draft.eagle3 import is_eagle3_dir
+from fastdraft_dag.openvino.eagle3 import export_head
 from fastdraft_dag.openvino.ir_scoring import IRScorer
 from fastdraft_dag.openvino.trimmed import INT4_GROUP_SIZE, export_trimmed, is_trimmed
 
@@ -86,7 +88,9 @@ def export_ir(model_dir: Path, out_dir: Path, weight_format: str) -> dict:
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     start = time.perf_counter()
     try:
-        if is_trimmed(model_dir):
+        if is_eagle3_dir(model_dir):
+            export_head(model_dir, tmp, weight_format, _quantization_config(weight_format))
+        elif is_trimmed(model_dir):
             export_trimmed(model_dir, tmp, weight_format)
         else:
             _export_model(model_dir, tmp, weight_format)

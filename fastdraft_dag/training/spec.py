@@ -91,6 +91,11 @@ class TrainSpec:
     # Parameters left out of training: "embed" (input embedding), "head" (LM head). A tied head
     # is the embedding: freezing either freezes both.
     freeze: tuple[str, ...] = ()
+    # EAGLE-3 heads (init_dir holds one): the target that computes features and teacher logits
+    # in the loop, and the training-time-test unroll (steps, per-step weight decay).
+    teacher_dir: str = ""
+    ttt_steps: int = 1
+    ttt_decay: float = 0.8
 
     def __post_init__(self) -> None:
         if not self.init_dir or not self.out_dir or not self.stages:
@@ -129,6 +134,7 @@ def build_spec(
     dtype: str,
     threads: int = 2,
     freeze: tuple[str, ...] = (),
+    **eagle3: Any,
 ) -> TrainSpec:
     """The run a recipe asks for: each recipe stage on its data, with the recipe's seed/dtype."""
     return TrainSpec(
@@ -139,4 +145,5 @@ def build_spec(
         dtype=dtype,
         threads=threads,
         freeze=tuple(freeze),
+        **eagle3,
     )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastdraft_dag.draft.eagle3 import Eagle3Head
 from fastdraft_dag.training import checkpoint as ckpt
 from fastdraft_dag.training.backends import resolve_backend
 from fastdraft_dag.training.data import Data, open_data, restore_generator
@@ -30,6 +31,7 @@ from fastdraft_dag.training.distributed import (
     init_world,
     wrap,
 )
+from fastdraft_dag.training.eagle3 import eagle3_loss
 from fastdraft_dag.training.errors import TrainingError
 from fastdraft_dag.training.loop import (
     Progress,
@@ -59,7 +61,10 @@ def fingerprint(spec: TrainSpec) -> str:
     may resume on 1 (the global batch is the same).
     """
     stages = [asdict(st) for st in spec.stages]
-    blob = json.dumps({"stages": stages, "seed": spec.seed}, sort_keys=True)
+    what: dict[str, Any] = {"stages": stages, "seed": spec.seed}
+    if spec.teacher_dir:  # an EAGLE-3 head: the unroll is part of what is learned
+        what["ttt"] = [spec.ttt_steps, spec.ttt_decay]
+    blob = json.dumps(what, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -121,6 +126,14 @@ def train(spec: dict[str, Any] | TrainSpec, log: Log, report: Report) -> dict[st
         close_world(world)
 
 
+def make_loss(model: torch.nn.Module, spec: TrainSpec) -> torch.nn.Module:
+    """The summed-loss module the loop trains through: the head's own for an EAGLE-3 head."""
+    if isinstance(model, Eagle3Head):
+        init = Path(spec.init_dir)
+        return eagle3_loss(model, init, spec.teacher_dir, spec.ttt_steps, spec.ttt_decay)
+    return CausalLMLoss(model, fused=bool(spec.fused_loss))
+
+
 def _train(
     spec: TrainSpec, stages: list[Stage], backend: str, world: World, log: Log, report: Report
 ) -> dict[str, Any]:
@@ -142,8 +155,10 @@ def _train(
         (out / "metrics.json").unlink(missing_ok=True)
     barrier(world)
     bf16 = use_bf16(backend, spec.dtype, log if world.is_main else lambda m: None)
-    lm = CausalLMLoss(model, fused=bool(spec.fused_loss))
-    if spec.compile:  # true: inductor; a string names another dynamo backend
+    lm = make_loss(model, spec).to(device)  # an EAGLE-3 loss carries the target along
+    if spec.compile and not isinstance(
+        model, Eagle3Head
+    ):  # true: inductor; a string names another dynamo backend
         backend_name = spec.compile if isinstance(spec.compile, str) else "inductor"
         model.get_decoder().compile(backend=backend_name)
     dtype = torch.bfloat16 if bf16 else torch.float32
