@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe report test ui lint format clean browser
+.PHONY: install home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 report test ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -52,6 +52,9 @@ bench-kd: install  ## KD generation tok/s: OpenVINO continuous batching vs unbat
 
 bench-recipe: install  ## draft recipes side by side at one budget (needs `make run` first)
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/recipe_ablation.py --minutes $(or $(MINUTES),6) $(if $(VARIANTS),--variants "$(VARIANTS)") $(if $(CURVE),--curve)
+
+bench-eagle3: install  ## EAGLE-3 head levers side by side at one step budget (needs `make run` first)
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/eagle3_ablation.py --steps $(or $(STEPS),60) $(if $(VARIANTS),--variants "$(VARIANTS)") $(if $(CURVE),--curve)
 
 report: install  ## print the last benchmark table again
 	$(BIN)/fastdraft report --profile $(PROFILE)

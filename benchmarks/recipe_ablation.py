@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fastdraft_dag.config.presets import load_profile
+from fastdraft_dag.config.schema import Profile
 from fastdraft_dag.distill.align import AlignJob, align_draft
 from fastdraft_dag.distill.gate import held_out_rows
 from fastdraft_dag.distill.kd_rows import end_of_turn_ids, read_rows, response_token_ids
@@ -155,6 +156,26 @@ def evaluate(aligned: Path, fig: dict, ctx, args) -> dict:
     return fig
 
 
+def kd_context(root: Path) -> tuple[Profile, dict, list[dict]]:
+    """The default profile, its built target, KD answers and shards under `root`, and the KD
+    rows: what every ablation trains on."""
+    from transformers import AutoTokenizer
+
+    profile = load_profile("default")
+    store = ArtifactStore(root)
+    key = target_key(profile.target)
+    target = resolve_target(profile.target, root / "targets").path
+    kd = store.latest("synthetic_kd_dataset", key).path
+    tok = AutoTokenizer.from_pretrained(target)
+    rows = read_rows(kd / "kd.jsonl")[0]
+    ctx = {
+        "target": target, "kd": kd, "threads": profile.threads,
+        "shards": store.latest("tokenized_shards", key).path,
+        "responses": response_token_ids(rows, tok), "eot": end_of_turn_ids(target, tok),
+    }  # fmt: skip
+    return profile, ctx, rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -166,23 +187,13 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", default=[2, 3, 4])
     ap.add_argument("--curve", action="store_true", help="budget curve for the chosen recipe")
     args = ap.parse_args()
-    profile = load_profile("default")
-    store = ArtifactStore(args.root)
-    key = target_key(profile.target)
-    target = resolve_target(profile.target, args.root / "targets").path
-    kd = store.latest("synthetic_kd_dataset", key).path
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(target)
-    rows = read_rows(kd / "kd.jsonl")[0]
-    ctx = {
-        "target": target, "kd": kd, "threads": profile.threads,
-        "shards": store.latest("tokenized_shards", key).path,
-        "target_ir": store.latest("openvino_ir", key).path / f"target-{profile.export.target_format}",
-        "responses": response_token_ids(rows, tok), "eot": end_of_turn_ids(target, tok),
+    profile, ctx, rows = kd_context(args.root)
+    irs = ArtifactStore(args.root).latest("openvino_ir", target_key(profile.target)).path
+    ctx |= {
+        "target_ir": irs / f"target-{profile.export.target_format}",
         "offline_prompts": bench_prompt_set(profile.bench.prompts_per_family)[0],
         "live_prompts": bench_prompt_set(args.prompts)[0],
-    }  # fmt: skip
+    }
     work = args.root / "ablation"
     chosen = [v for v in variants(profile.pretrain).items()
               if not args.variants or any(v[0].startswith(p) for p in args.variants.split(","))]  # fmt: skip

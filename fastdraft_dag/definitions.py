@@ -17,13 +17,13 @@ import os
 
 import dagster as dg
 
-from fastdraft_dag.assets import alignment, data, evaluation, export, target, training
+from fastdraft_dag.assets import alignment, data, eagle3, evaluation, export, target, training
 from fastdraft_dag.assets import automation as ops
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 
-ASSET_MODULES = (target, data, training, alignment, export, evaluation)
+ASSET_MODULES = (target, data, training, alignment, eagle3, export, evaluation)
 
 # Records the target's revision (one partition per target; all targets without a partition key);
 # a changed revision is what makes that target's draft chain stale.

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
 
 from fastdraft_dag.core import shards
 
@@ -130,3 +133,15 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, timeout: flo
 def train_rows(out: Path) -> list[dict]:
     rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     return [r for r in rows if r["kind"] == "train"]
+
+
+def assert_same_run(out: Path, ref: Path, rtol: float) -> None:
+    """Same loss at every step, same validation loss, same final weights."""
+    got, want = train_rows(out), train_rows(ref)
+    assert [r["global_step"] for r in got] == [r["global_step"] for r in want]
+    np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in want], rtol=rtol)
+    m_got, m_want = (json.loads((p / "metrics.json").read_text()) for p in (out, ref))
+    assert m_got["val_loss"] == pytest.approx(m_want["val_loss"], rel=rtol)
+    w_got, w_want = (load_file(p / "model.safetensors") for p in (out, ref))
+    for name, tensor in w_want.items():
+        torch.testing.assert_close(w_got[name], tensor, rtol=rtol, atol=rtol)

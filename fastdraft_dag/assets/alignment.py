@@ -4,6 +4,7 @@ import dagster as dg
 
 from fastdraft_dag.assets.common import (
     build_artifact,
+    build_trained,
     fail_fast_on_permanent_errors,
     result,
     tokenizer_check,
@@ -229,14 +230,8 @@ def aligned_draft(
     inputs = {**lineage, "target_model": target.revision}
     if shards:
         inputs["tokenized_shards"] = shards.data_version
-    art = build_artifact(
-        context,
-        pipeline,
-        target.key,
-        config={**pipeline.profile.version_config("aligned_draft"), "backend": hpu.backend},
-        inputs=inputs,
-        build=build,
-        resumable=True,  # a killed run leaves .<version>.partial/_checkpoints; a rerun resumes
+    art = build_trained(
+        context, pipeline, target.key, backend=hpu.backend, inputs=inputs, build=build
     )
     m = art.metrics
     gate_figures = m.get("gate") or {}

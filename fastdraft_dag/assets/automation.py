@@ -48,6 +48,7 @@ TARGET_CHAIN = (
     "synthetic_kd_dataset",
     "pretrained_draft",
     "aligned_draft",
+    "eagle3_head",
     "openvino_ir",
     "benchmark_tables",
 )

@@ -30,6 +30,7 @@ CONSUMED: dict[str, tuple[str, ...]] = {
     "synthetic_kd_dataset": ("kd.jsonl",),
     "pretrained_draft": ("model.safetensors", "config.json", "draft_vocab.json", "tokenizer*"),
     "aligned_draft": ("model.safetensors", "config.json", "draft_vocab.json", "tokenizer*"),
+    "eagle3_head": ("model.safetensors", "config.json", "eagle3_layers.json", "tokenizer*"),
     "openvino_ir": ("*/*.xml", "*/*.bin"),
     "benchmark_tables": ("results.json",),
 }
@@ -73,6 +74,29 @@ def build_artifact(
             log=context.log.warning,
             recipe=pipeline.recipe,
         )
+
+
+def build_trained(
+    context: dg.AssetExecutionContext,
+    pipeline: FastDraftPipeline,
+    partition: str,
+    *,
+    backend: str,
+    inputs: Mapping[str, str],
+    build: Callable[[Path], Mapping[str, Any]],
+) -> Artifact:
+    """A training asset's artifact: its settings and the training backend make the version, and
+    a killed run leaves `.<version>.partial/_checkpoints` that the next run resumes from."""
+    asset = context.asset_key.to_user_string()
+    return build_artifact(
+        context,
+        pipeline,
+        partition,
+        config={**pipeline.profile.version_config(asset), "backend": backend},
+        inputs=inputs,
+        build=build,
+        resumable=True,
+    )
 
 
 def artifact_metadata(artifact: Artifact) -> dict[str, Any]:

@@ -139,8 +139,8 @@ def _history_image(history: list[dict], target: str) -> str:
 
 @dg.asset(
     group_name="evaluation",
-    code_version="4",  # 4: the release folder holds the HF draft and the card's snippets
-    deps=["openvino_ir", "aligned_draft", "target_model"],
+    code_version="5",  # 5: EAGLE-3 heads beside the standalone draft
+    deps=["openvino_ir", "aligned_draft", "eagle3_head", "target_model"],
     partitions_def=TARGETS,
     kinds={"openvino", "duckdb"},
     pool="core_ultra",
@@ -170,9 +170,13 @@ def benchmark_tables(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, core_ultra: CoreUltraResource
 ) -> dg.MaterializeResult:
     target = pipeline.resolve_target(context.partition_key)
-    draft = pipeline.store.latest("aligned_draft", target.key)
-    irs = pipeline.store.latest("openvino_ir", target.key)
     settings = pipeline.profile.settings("benchmark_tables")
+    kinds = settings.draft_kinds
+    draft = pipeline.store.latest("aligned_draft", target.key) if "standalone" in kinds else None
+    head = pipeline.store.latest("eagle3_head", target.key) if "eagle3" in kinds else None
+    irs = pipeline.store.latest("openvino_ir", target.key)
+    drafts = {"aligned_draft": draft, "eagle3_head": head}
+    versions = {name: a.data_version for name, a in drafts.items() if a is not None}
     bench = settings.bench
     core_ultra.validate()
     prompts = prompt_sets(bench)  # refused when empty or unreadable, before any model loads
@@ -180,15 +184,17 @@ def benchmark_tables(
     job = BenchmarkJob(
         target_name=target.name,
         target_dir=target.path,
-        draft_dir=draft.path,
+        draft_dir=draft.path if draft else None,
         irs_dir=irs.path,
         bench=bench,
         draft_formats=tuple(settings.export.draft_formats),
         target_format=settings.export.target_format,
         threads=settings.threads,
-        lineage={"aligned_draft": draft.data_version, "openvino_ir": irs.data_version},
+        lineage={**versions, "openvino_ir": irs.data_version},
         base_model=base_model,
         license_id=license_id,
+        head_dir=head.path if head else None,
+        head_offline=(head.metrics.get("offline") or {}) if head else {},
     )
     art = build_artifact(
         context,
@@ -202,7 +208,7 @@ def benchmark_tables(
         },
         inputs={
             "openvino_ir": irs.data_version,
-            "aligned_draft": draft.data_version,
+            **versions,
             "target_model": target.revision,
             **{f"prompt_file:{p}": sha256_file(Path(p)) for p in bench.prompt_files},
         },
@@ -210,7 +216,7 @@ def benchmark_tables(
     )
     res = BenchmarkResult.load(art.path)
     version = art.manifest["version"]
-    common = {"target": target.name, "draft_version": draft.data_version}
+    common = {"target": target.name, "draft_version": versions.get("aligned_draft", "")}
     target_format = settings.export.target_format
     offline_rows = [{**common, "target_precision": target_format, **r} for r in res.offline]
     record_rows(pipeline.db_path, "benchmark_offline", version, offline_rows, context.run.run_id)
@@ -231,6 +237,10 @@ def benchmark_tables(
             "best_k": res.best_k,
             "device": res.device,
             "sd_speedup": round(best_sd.speedup, 4) if best_sd else None,
+            "eagle3_speedup": (
+                round(choice.best_eagle3.speedup, 4) if choice.best_eagle3 else None
+            ),
+            "eagle3_offline_tau_k3": res.eagle3_offline.get("tau_k3"),
             "prompt_lookup_speedup": (
                 round(choice.best_lookup.speedup, 4) if choice.best_lookup else None
             ),

@@ -18,22 +18,24 @@ from fastdraft_dag.targets.resolve import resolve_target
 
 @dg.asset(
     group_name="export",
-    code_version="3",
-    deps=["aligned_draft", "target_model"],
+    code_version="4",
+    deps=["aligned_draft", "eagle3_head", "target_model"],
     partitions_def=TARGETS,
     kinds={"openvino", "pytorch"},
     pool="core_ultra",  # export and IR checks run where the IR is benchmarked
     # Export is deterministic, but optimum-intel/NNCF can fail on a transient resource problem
     # (temp space, memory pressure from a concurrent run): one retry after a pause.
     retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
-    description="The aligned draft (each configured precision: fp16, NNCF int8/int4 weight compression) and the target, exported with optimum-intel through the Core Ultra resource, each IR's logits compared with PyTorch on the resource's device; also the optional reference draft (bench.reference_draft), refused unless its tokenizer is the target's.",
+    description="The drafts of the recipe's draft_kinds (the aligned standalone draft, the EAGLE-3 head with its rt_info), each configured precision: fp16, NNCF int8/int4 weight compression) and the target, exported with optimum-intel through the Core Ultra resource, each IR's logits compared with PyTorch on the resource's device; also the optional reference draft (bench.reference_draft), refused unless its tokenizer is the target's.",
 )
 def openvino_ir(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, core_ultra: CoreUltraResource
 ) -> dg.MaterializeResult:
     target = pipeline.resolve_target(context.partition_key)
-    draft = pipeline.store.latest("aligned_draft", target.key)
     settings = pipeline.profile.settings("openvino_ir")
+    kinds = settings.draft_kinds
+    draft = pipeline.store.latest("aligned_draft", target.key) if "standalone" in kinds else None
+    head = pipeline.store.latest("eagle3_head", target.key) if "eagle3" in kinds else None
     export, bench = settings.export, settings.bench
     core_ultra.validate()
     reference = None
@@ -41,12 +43,13 @@ def openvino_ir(
         reference = resolve_target(bench.reference_draft, pipeline.root / "targets")
         check_same_tokenizer(reference.path, target.path)
     jobs = plan_exports(
-        draft.path,
+        draft.path if draft else None,
         target.path,
         export.draft_formats,
         export.target_format,
         reference_dir=reference.path if reference else None,
         reference_format=bench.sd_draft_format if reference else None,
+        head_dir=head.path if head else None,
     )
 
     def build(out):
@@ -64,7 +67,8 @@ def openvino_ir(
         # the IRs when `benchmark_tables` scores them there, without re-exporting.
         config=pipeline.profile.version_config("openvino_ir"),
         inputs={
-            "aligned_draft": draft.data_version,
+            **({"aligned_draft": draft.data_version} if draft else {}),
+            **({"eagle3_head": head.data_version} if head else {}),
             "target_model": target.revision,
             **({"reference_draft": reference.revision} if reference else {}),
         },

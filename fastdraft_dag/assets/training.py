@@ -4,7 +4,7 @@ import dagster as dg
 from transformers import AutoTokenizer
 
 from fastdraft_dag.assets.common import (
-    build_artifact,
+    build_trained,
     result,
     tokenizer_check,
     tokenizer_check_spec,
@@ -49,14 +49,13 @@ def pretrained_draft(
             lambda spec, work: hpu.train(context, spec, work), responses, eot,
         ).metrics  # fmt: skip
 
-    art = build_artifact(
+    art = build_trained(
         context,
         pipeline,
         target.key,
-        config={**pipeline.profile.version_config("pretrained_draft"), "backend": hpu.backend},
+        backend=hpu.backend,
         inputs={**lineage, "target_model": target.revision},
         build=build,
-        resumable=True,  # a killed run leaves .<version>.partial/_checkpoints; a rerun resumes
     )
     m = art.metrics
     return result(

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 from fastdraft_dag.core.errors import ConfigError as ProfileError
 from fastdraft_dag.data.config import CorporaConfig, ShardsConfig
-from fastdraft_dag.distill.config import AlignConfig, KDConfig
+from fastdraft_dag.distill.config import AlignConfig, Eagle3Config, KDConfig
 from fastdraft_dag.evaluation.config import BenchConfig
 from fastdraft_dag.openvino.config import ExportConfig
 from fastdraft_dag.training.config import PretrainConfig, StageConfig
 
 __all__ = [
-    "ASSET_SETTINGS", "AlignConfig", "BenchConfig", "CorporaConfig", "ExportConfig", "KDConfig",
+    "ASSET_SETTINGS", "AlignConfig", "BenchConfig", "CorporaConfig", "DRAFT_KINDS",
+    "Eagle3Config", "ExportConfig", "KDConfig",
     "PretrainConfig", "Profile", "ProfileError", "Settings", "ShardsConfig", "StageConfig",
 ]  # fmt: skip
 
@@ -32,10 +33,16 @@ ASSET_SETTINGS: dict[str, tuple[str, ...]] = {
         "align.on_policy_temperature", "align.teacher_topk", "kd.max_new_tokens", "kd.batch_size", "pretrain.seed",
         "pretrain.dtype", "pretrain.freeze", "threads",
     ),
-    "openvino_ir": ("export", "bench.reference_draft", "bench.sd_draft_format"),
-    "benchmark_tables": ("bench", "export.draft_formats", "export.target_format", "threads"),
+    "eagle3_head": ("eagle3", "threads"),
+    "openvino_ir": ("export", "bench.reference_draft", "bench.sd_draft_format", "draft_kinds"),
+    "benchmark_tables": (
+        "bench", "export.draft_formats", "export.target_format", "threads", "draft_kinds",
+    ),
 }  # fmt: skip
-JUDGING = {"align.gate_min_gain"}
+JUDGING = {"align.gate_min_gain", "eagle3.gate_min_tau"}
+# Draft kinds: "standalone" (pretrained_draft -> aligned_draft, a small LM of its own) and
+# "eagle3" (eagle3_head, reading the target's hidden states).
+DRAFT_KINDS = ("standalone", "eagle3")
 
 
 class Settings:
@@ -74,6 +81,10 @@ class Profile:
     export: ExportConfig
     bench: BenchConfig
     threads: int = 2  # CPU threads for data, training and benchmarks; 0 = every core
+    # which drafts the graph builds, exports and benchmarks (the release picks among them and
+    # plain / prompt lookup): "standalone" and/or "eagle3"
+    draft_kinds: tuple[str, ...] = ("standalone",)
+    eagle3: Eagle3Config = field(default_factory=Eagle3Config)  # the eagle3 kind's head
 
     def settings(self, asset: str) -> Settings:
         """What `asset` may read of this recipe (see ASSET_SETTINGS)."""
@@ -86,7 +97,10 @@ class Profile:
             value: Any = self
             for part in path.split("."):
                 value = getattr(value, part)
-            out[path] = _plain(value)
+            plain = _plain(value)
+            if isinstance(plain, dict):  # a whole section: its judging settings stay out
+                plain = {k: v for k, v in plain.items() if f"{path}.{k}" not in JUDGING}
+            out[path] = plain
         return out
 
     def section(self, name: str) -> dict[str, Any]:
@@ -94,6 +108,12 @@ class Profile:
         return asdict(getattr(self, name))
 
     def validate(self) -> Profile:
+        kinds = self.draft_kinds
+        if not kinds or set(kinds) - set(DRAFT_KINDS) or len(set(kinds)) != len(kinds):
+            raise ProfileError(
+                f"profile {self.name!r}: draft_kinds {list(kinds)}, expected one or both of "
+                f"{list(DRAFT_KINDS)}"
+            )
         for stage in (*self.pretrain.stages, self.align.stage):
             if stage.steps <= 0 or stage.batch_size <= 0 or stage.lr <= 0:
                 raise ProfileError(

@@ -93,3 +93,45 @@ class AlignConfig:
             )
         if self.on_policy_temperature < 0:
             raise ProfileError(f"align.on_policy_temperature: {self.on_policy_temperature} < 0")
+
+
+def _eagle3_stage() -> StageConfig:
+    return StageConfig(name="eagle3", steps=300, batch_size=8, lr=1e-3, eval_every=0, loss="fkl")
+
+
+@dataclass(frozen=True)
+class Eagle3Config:
+    """An EAGLE-3 head (draft.kind eagle3): one decoder layer over three of the target's layers,
+    trained on the KD answers with the target computing features and teacher logits in the loop.
+    """
+
+    # the training stage; loss "fkl"/"tvd": the target's distribution over the head's vocabulary
+    # (computed in the loop, no top-k file), "ce": the KD answer tokens
+    stage: StageConfig = field(default_factory=_eagle3_stage)
+    # the three target layers whose outputs the head reads; null: openvino_genai's own choice
+    # (2, N/2, N-3) for targets of 10+ layers, else the first, middle and last
+    layers: tuple[int, ...] | None = None
+    draft_vocab: int = 8192  # rows of the head's LM head: the target's most used answer tokens
+    # training-time test: draft steps unrolled per position (step j reads step j-1's state)
+    ttt_steps: int = 3
+    ttt_decay: float = 0.8  # weight of step j's loss: ttt_decay ** j (normalised)
+    max_len: int = 512  # longest KD row (prompt + answer, tokens) trained on
+    val_fraction: float = 0.05  # KD prompts held out for validation and the offline estimate
+    drop_truncated: bool = False  # as align.drop_truncated
+    seed: int = 0  # head init and data order
+    # The check eagle3_head_accepts passes when the offline tau at k=1 (1 + the first draft's
+    # acceptance) exceeds this. Not part of the artifact version: it re-judges, not retrains.
+    gate_min_tau: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.ttt_steps < 1 or not 0 < self.ttt_decay <= 1:
+            raise ProfileError(
+                f"eagle3: ttt_steps {self.ttt_steps} must be >= 1 and ttt_decay "
+                f"{self.ttt_decay} in (0, 1]"
+            )
+        if self.draft_vocab < 2:
+            raise ProfileError(f"eagle3.draft_vocab: {self.draft_vocab}, expected >= 2")
+        if self.layers is not None and len(self.layers) != 3:
+            raise ProfileError(f"eagle3.layers: {list(self.layers)}, expected three layer ids")
+        if not 0 < self.val_fraction < 0.5:
+            raise ProfileError(f"eagle3.val_fraction: {self.val_fraction}, expected in (0, 0.5)")

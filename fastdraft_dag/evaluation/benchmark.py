@@ -17,9 +17,11 @@ from typing import Any, Protocol
 
 from fastdraft_dag.evaluation.config import BenchConfig
 from fastdraft_dag.evaluation.live import choose_k
-from fastdraft_dag.evaluation.modes import ModeChoice, choose_mode
+from fastdraft_dag.evaluation.metrics import mbsu, param_bytes_ratio
+from fastdraft_dag.evaluation.modes import DRAFTED, EAGLE3, ModeChoice, choose_mode
 from fastdraft_dag.evaluation.results import bench_prompt_set, write_release
 from fastdraft_dag.openvino.genai import PROMPT_LOOKUP_NGRAM
+from fastdraft_dag.openvino.ir_scoring import bytes_per_param
 from fastdraft_dag.reporting import plots
 from fastdraft_dag.reporting.model_card import release_card
 from fastdraft_dag.reporting.tables import render_benchmark
@@ -46,17 +48,18 @@ class BenchDevice(Protocol):
     ) -> list[dict]: ...
 
     def benchmark_live(
-        self, target_ir: Path, draft_ir: Path, prompts: list[dict], **kw: Any
+        self, target_ir: Path, draft_ir: Path | None, prompts: list[dict], **kw: Any
     ) -> dict: ...
 
 
 @dataclass(frozen=True)
 class BenchmarkJob:
-    """What one benchmark reads: the target, the aligned draft, its IRs and the settings."""
+    """What one benchmark reads: the target, the drafts of the recipe's kinds (the aligned
+    standalone draft, the EAGLE-3 head with its offline estimate), their IRs and the settings."""
 
     target_name: str
     target_dir: Path
-    draft_dir: Path
+    draft_dir: Path | None
     irs_dir: Path
     bench: BenchConfig
     draft_formats: tuple[str, ...]
@@ -65,10 +68,31 @@ class BenchmarkJob:
     lineage: Mapping[str, str] = field(default_factory=dict)
     base_model: str | None = None  # the target's hub id, for the release card's metadata
     license_id: str | None = None  # the target's license, which the draft inherits
+    head_dir: Path | None = None  # the EAGLE-3 head (draft kind eagle3)
+    head_offline: Mapping[str, Any] = field(default_factory=dict)  # its chained estimate
 
     @property
-    def sd_ir(self) -> Path:
+    def sd_ir(self) -> Path | None:
+        if self.draft_dir is None:
+            return None
         return self.irs_dir / f"draft-{self.bench.sd_draft_format}"
+
+    @property
+    def eagle3_ir(self) -> Path | None:
+        if self.head_dir is None:
+            return None
+        return self.irs_dir / f"eagle3-{self.bench.sd_draft_format}"
+
+    def release_draft(self, choice: ModeChoice) -> tuple[Path, Path]:
+        """(IR, HF directory) the release ships: the kind of the chosen mode, else of the best
+        drafted mode (shipped for comparison), else whichever kind was built."""
+        best = choice.chosen if choice.chosen.mode in DRAFTED else choice.best_draft
+        eagle3 = self.head_dir is not None and (
+            self.draft_dir is None or (best is not None and best.mode == EAGLE3)
+        )
+        if eagle3:
+            return self.eagle3_ir, self.head_dir
+        return self.sd_ir, self.draft_dir
 
     @property
     def target_ir(self) -> Path:
@@ -110,6 +134,7 @@ class BenchmarkResult:
     best_k: int
     choice: ModeChoice
     device: str
+    eagle3_offline: Mapping[str, Any] = field(default_factory=dict)
     divergences: list[dict] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
     malformed_prompts: dict[str, int] = field(default_factory=dict)
@@ -121,6 +146,7 @@ class BenchmarkResult:
             "best_k": self.best_k,
             "choice": self.choice.to_dict(),
             "device": self.device,
+            "eagle3_offline": dict(self.eagle3_offline),
             "divergences": self.divergences,
             "samples": self.samples,
             "malformed_prompts": self.malformed_prompts,
@@ -138,6 +164,7 @@ class BenchmarkResult:
             best_k=int(data["best_k"]),
             choice=ModeChoice.from_dict(choice) if choice else choose_mode(wall),
             device=data.get("device", "?"),
+            eagle3_offline=data.get("eagle3_offline", {}),
             divergences=data.get("divergences", []),
             samples=data.get("samples", []),
             malformed_prompts=data.get("malformed_prompts", {}),
@@ -168,7 +195,23 @@ def _live(job: BenchmarkJob, prompts: list[dict], device: BenchDevice) -> dict:
         prompt_lookup=b.prompt_lookup,
         reference_draft_ir=job.reference_ir,
         confidence_thresholds=list(b.sd_confidence_thresholds),
+        eagle3_ir=job.eagle3_ir,
     )
+
+
+def head_estimate(job: BenchmarkJob) -> dict[str, Any]:
+    """The head's offline chain estimate with MBSU per chain length: the bytes a draft step
+    really reads (fc, its decoder layer, norm and draft-vocabulary LM head at the head IR's
+    precision; not the target's embedding rows) over the target's per step."""
+    est = dict(job.head_offline)
+    if job.head_dir is None or not est.get("chains"):
+        return est
+    r = param_bytes_ratio(
+        job.head_dir, job.target_dir,
+        bytes_per_param(job.bench.sd_draft_format), bytes_per_param(job.target_format),
+    )  # fmt: skip
+    ks = sorted(int(k[len("tau_k") :]) for k in est if k.startswith("tau_k"))
+    return {**est, "r": r, **{f"mbsu_k{k}": mbsu(est[f"tau_k{k}"], k, r) for k in ks}}
 
 
 def run_benchmark(
@@ -177,16 +220,18 @@ def run_benchmark(
     """Measure offline and live, choose the release's mode, and write results and release."""
     out = Path(out)
     b = job.bench
-    offline = device.evaluate_offline(
-        job.target_dir,
-        job.draft_dir,
-        prompts.offline,
-        b.offline_max_new_tokens,
-        list(b.ks),
-        job.threads,
-        {f: job.irs_dir / f"draft-{f}" for f in job.draft_formats},
-        job.target_format,
-    )
+    offline = []
+    if job.draft_dir is not None:  # the standalone draft's acceptance from target/draft logits
+        offline = device.evaluate_offline(
+            job.target_dir,
+            job.draft_dir,
+            prompts.offline,
+            b.offline_max_new_tokens,
+            list(b.ks),
+            job.threads,
+            {f: job.irs_dir / f"draft-{f}" for f in job.draft_formats},
+            job.target_format,
+        )
     live = _live(job, prompts.live, device)
     result = BenchmarkResult(
         offline=offline,
@@ -194,6 +239,7 @@ def run_benchmark(
         best_k=int(live.get("best_k") or choose_k(live["rows"])),
         choice=choose_mode(live["rows"]),
         device=device.device,
+        eagle3_offline=head_estimate(job),
         divergences=live.get("divergences", []),
         samples=live.get("samples", []),
         malformed_prompts=prompts.malformed,
@@ -216,8 +262,8 @@ def run_benchmark(
         license_id=job.license_id,
     )
     files = {plots.BENCHMARK_PLOTS[alt]: path for alt, path in figures.items()}
+    ir, hf_dir = job.release_draft(result.choice)
     write_release(
-        out / RELEASE_DIR, job.sd_ir, result.choice, card, files, job.draft_dir,
-        PROMPT_LOOKUP_NGRAM,
+        out / RELEASE_DIR, ir, result.choice, card, files, hf_dir, PROMPT_LOOKUP_NGRAM,
     )  # fmt: skip
     return result

@@ -22,6 +22,7 @@ from typing import Any
 from fastdraft_dag.core.tokenizers import tokenizer_differences
 from fastdraft_dag.draft.derived import load_fp32_model
 from fastdraft_dag.evaluation.bootstrap import speedup_interval
+from fastdraft_dag.evaluation.modes import DRAFTED
 from fastdraft_dag.openvino.genai import (
     PROMPT_LOOKUP_NGRAM,
     available_devices,
@@ -43,18 +44,19 @@ N_SAMPLES = 2  # prompts whose decoded text is kept (plain and our draft at the 
 
 
 def choose_k(rows: Iterable[Mapping[str, Any]]) -> int:
-    """The fixed k of our draft with the highest pooled (task "all") SD tokens/s; ties -> smaller k.
+    """The fixed k of our drafts (standalone SD or EAGLE-3) with the highest pooled (task "all")
+    tokens/s; ties -> smaller k.
 
     Confidence-threshold runs have no fixed k and are left out; the reference draft runs here.
     """
     best: tuple[float, int] | None = None
     for row in rows:
         fixed = row.get("confidence_threshold") is None
-        if row.get("mode") == "sd" and row.get("task") == "all" and fixed:
+        if row.get("mode") in DRAFTED and row.get("task") == "all" and fixed:
             candidate = (float(row["tok_s"]), -int(row["k"]))
             best = candidate if best is None or candidate > best else best
     if best is None:
-        raise ValueError("choose_k: no pooled (task 'all') rows of mode 'sd' to choose from")
+        raise ValueError(f"choose_k: no pooled (task 'all') rows of modes {DRAFTED} to choose from")
     return -best[1]
 
 
@@ -205,7 +207,9 @@ def _measure(pipe: Any, tensors: list, max_new_tokens: int, modes: list[tuple]) 
 
 def _samples(runs: list[dict], tokenizer: Any, tasks: list[str], best_k: int) -> list[dict]:
     """Decoded text of the first prompts: plain decoding and our draft at the best k."""
-    chosen = [r for r in runs if r["mode"] == "plain" or (r["mode"] == "sd" and r["k"] == best_k)]
+    chosen = [
+        r for r in runs if r["mode"] == "plain" or (r["mode"] in DRAFTED and r["k"] == best_k)
+    ]
     return [
         {
             "mode": run["mode"],
@@ -242,7 +246,7 @@ def _check_inputs(prompts: list[dict], max_new_tokens: int, device: str) -> None
 
 def benchmark_live(
     target_ir: Path,
-    draft_ir: Path,
+    draft_ir: Path | None,
     prompts: list[dict],
     tokenizer_dir: Path,
     max_new_tokens: int,
@@ -254,8 +258,11 @@ def benchmark_live(
     prompt_lookup: bool = True,
     reference_draft_ir: Path | None = None,
     confidence_thresholds: Iterable[float] = (),
+    eagle3_ir: Path | None = None,
 ) -> dict:
-    """Plain, SD per k and per confidence threshold, prompt lookup per k, reference draft.
+    """Plain, SD per k and per confidence threshold, EAGLE-3 per k, prompt lookup per k,
+    reference draft. `draft_ir` (the standalone draft) and `eagle3_ir` (an EAGLE-3 head IR,
+    which openvino_genai runs as such from its rt_info) may each be absent, not both.
 
     Greedy, per task family. Returns {"rows", "best_k", "divergences", "samples"}. One row per
     mode/k/threshold and task family plus a pooled "all" row (keys and formulas in ``_row``):
@@ -271,7 +278,10 @@ def benchmark_live(
     thresholds = _check_thresholds(confidence_thresholds)
     _check_inputs(prompts, max_new_tokens, device)
     target_ir = check_ir_dir(target_ir, "target")
-    draft_ir = check_ir_dir(draft_ir, "draft")
+    if draft_ir is None and eagle3_ir is None:
+        raise ValueError("benchmark_live: neither a draft IR nor an EAGLE-3 head IR to measure")
+    draft_ir = check_ir_dir(draft_ir, "draft") if draft_ir is not None else None
+    eagle3_ir = check_ir_dir(eagle3_ir, "EAGLE-3 head") if eagle3_ir is not None else None
     reference = None
     if reference_draft_ir is not None:
         reference = check_ir_dir(reference_draft_ir, "reference draft")
@@ -295,9 +305,12 @@ def benchmark_live(
         return _measure(pipe, tensors, max_new_tokens, modes)
 
     runs = measure([("plain", "", None, None, None)])
-    sd_modes = [("sd", draft_ir.name, k, None, None) for k in ks]
-    sd_modes += [("sd", draft_ir.name, None, None, t) for t in thresholds]
-    runs += measure(sd_modes, draft=draft_ir)
+    if draft_ir is not None:
+        sd_modes = [("sd", draft_ir.name, k, None, None) for k in ks]
+        sd_modes += [("sd", draft_ir.name, None, None, t) for t in thresholds]
+        runs += measure(sd_modes, draft=draft_ir)
+    if eagle3_ir is not None:
+        runs += measure([("eagle3", eagle3_ir.name, k, None, None) for k in ks], draft=eagle3_ir)
     best_k = choose_k(build_rows(runs, tasks, [], meta))
     if prompt_lookup:
         label = f"prompt-ngram{PROMPT_LOOKUP_NGRAM}"

@@ -143,7 +143,10 @@ def params_read_per_token(model_dir: Path) -> int:
     head is read in full. With tied embeddings (no separate ``lm_head.weight``) the embedding
     matrix is counted exactly once, as the LM head; with untied ones the embedding is dropped.
     """
-    shapes = _safetensors_shapes(model_dir)
+    # an EAGLE-3 head's d2t/t2d are index tables: one entry is read per token, not the table
+    shapes = {
+        n: s for n, s in _safetensors_shapes(model_dir).items() if not n.endswith(("d2t", "t2d"))
+    }
     total = sum(int(np.prod(s)) for s in shapes.values())
     embed = [n for n in shapes if n.endswith(("embed_tokens.weight", "wte.weight"))]
     has_head = any(n.endswith("lm_head.weight") for n in shapes)

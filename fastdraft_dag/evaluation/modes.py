@@ -2,9 +2,10 @@
 
 A draft that slows its target down is worse than no draft, and prompt lookup needs no draft at
 all, so the release is chosen over every measured mode on the pooled prompt set (task "all"):
-plain decoding, SD at each fixed k, SD with each confidence threshold, and prompt lookup at each
-k. Ties go to the simpler mode (plain, then SD, then prompt lookup; smaller k first). The
-reference draft is a yardstick, never shipped. No Dagster here.
+plain decoding, SD with the standalone draft at each fixed k and confidence threshold, SD with
+the EAGLE-3 head at each k, and prompt lookup at each k. Ties go to the simpler mode (plain, then
+SD, then EAGLE-3, then prompt lookup; smaller k first). The reference draft is a yardstick,
+never shipped. No Dagster here.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-PLAIN, SD, LOOKUP = "plain", "sd", "prompt_lookup"
-SHIPPABLE = (PLAIN, SD, LOOKUP)  # tie-break order: simpler first
+PLAIN, SD, EAGLE3, LOOKUP = "plain", "sd", "eagle3", "prompt_lookup"
+SHIPPABLE = (PLAIN, SD, EAGLE3, LOOKUP)  # tie-break order: simpler first
+DRAFTED = (SD, EAGLE3)  # modes that run one of our drafts
 
 
 @dataclass(frozen=True)
@@ -58,33 +60,43 @@ class ModeChoice:
     plain: ModeFigures
     best_sd: ModeFigures | None
     best_lookup: ModeFigures | None
+    best_eagle3: ModeFigures | None = None
+
+    @property
+    def best_draft(self) -> ModeFigures | None:
+        """The fastest mode that runs one of our drafts (standalone SD or EAGLE-3)."""
+        drafted = [f for f in (self.best_sd, self.best_eagle3) if f is not None]
+        return max(drafted, key=_rank, default=None)
 
     @property
     def sd_pays(self) -> bool:
-        """The draft's best SD mode beats plain decoding and prompt lookup (when measured)."""
-        if self.best_sd is None or self.best_sd.tok_s <= self.plain.tok_s:
+        """Our best drafted mode beats plain decoding and prompt lookup (when measured)."""
+        best = self.best_draft
+        if best is None or best.tok_s <= self.plain.tok_s:
             return False
-        return self.best_lookup is None or self.best_sd.tok_s >= self.best_lookup.tok_s
+        return self.best_lookup is None or best.tok_s >= self.best_lookup.tok_s
 
     @property
     def sd_vs_lookup(self) -> float | None:
-        """Best SD tokens/s over best prompt-lookup tokens/s (< 1: the draft loses to lookup)."""
-        if self.best_sd is None or self.best_lookup is None:
+        """Best drafted tokens/s over best prompt-lookup tokens/s (< 1: drafts lose to lookup)."""
+        if self.best_draft is None or self.best_lookup is None:
             return None
-        return self.best_sd.tok_s / self.best_lookup.tok_s
+        return self.best_draft.tok_s / self.best_lookup.tok_s
 
     def speedups(self) -> dict[str, float]:
         """Pooled speedup over plain of every family's best, by label."""
-        figures = [self.plain, self.best_sd, self.best_lookup]
+        figures = [self.plain, self.best_sd, self.best_eagle3, self.best_lookup]
         return {f.label: round(f.speedup, 4) for f in figures if f is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for results.json and the release's ``release.json``."""
         return {
-            "chosen": {**asdict(self.chosen), "label": self.chosen.label},
-            "plain": asdict(self.plain),
-            "best_sd": asdict(self.best_sd) if self.best_sd else None,
-            "best_lookup": asdict(self.best_lookup) if self.best_lookup else None,
+            "chosen": _plain(self.chosen),
+            "plain": _plain(self.plain),
+            "best_sd": _plain(self.best_sd),
+            "best_lookup": _plain(self.best_lookup),
+            "best_eagle3": _plain(self.best_eagle3),
+            "best_draft": _plain(self.best_draft),
             "sd_pays": self.sd_pays,
             "sd_vs_lookup": self.sd_vs_lookup,
         }
@@ -97,7 +109,12 @@ class ModeChoice:
             plain=_figures(data["plain"]),
             best_sd=_figures(data["best_sd"]) if data.get("best_sd") else None,
             best_lookup=_figures(data["best_lookup"]) if data.get("best_lookup") else None,
+            best_eagle3=_figures(data["best_eagle3"]) if data.get("best_eagle3") else None,
         )
+
+
+def _plain(f: ModeFigures | None) -> dict[str, Any] | None:
+    return None if f is None else {**asdict(f), "label": f.label}
 
 
 def _figures(data: Mapping[str, Any]) -> ModeFigures:
@@ -138,15 +155,16 @@ def choose_mode(rows: Iterable[Mapping[str, Any]]) -> ModeChoice:
         plain=plain,
         best_sd=_best(figures, SD),
         best_lookup=_best(figures, LOOKUP),
+        best_eagle3=_best(figures, EAGLE3),
     )
 
 
 def verdict(choice: ModeChoice) -> str:
     """One sentence on whether the draft pays for itself, with the figures that decide it."""
-    sd, lookup = choice.best_sd, choice.best_lookup
+    sd, lookup = choice.best_draft, choice.best_lookup
     if sd is None:
         return "no speculative-decoding mode was measured"
-    head = f"best SD mode {sd.label}: {sd.speedup:.3f}x plain"
+    head = f"best drafted mode {sd.label}: {sd.speedup:.3f}x plain"
     if lookup is not None:
         head += f"; best prompt lookup {lookup.label}: {lookup.speedup:.3f}x plain"
     if sd.tok_s <= choice.plain.tok_s:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.core.tokenizers import copy_tokenizer_files
-from fastdraft_dag.evaluation.modes import SD, ModeChoice
+from fastdraft_dag.draft.eagle3 import LAYERS_FILE
+from fastdraft_dag.evaluation.modes import DRAFTED, ModeChoice
 from fastdraft_dag.openvino.ir_scoring import ir_model_file
 from fastdraft_dag.prompts.eval_sets import EVAL_FAMILIES, eval_prompts, load_prompts_jsonl
 from fastdraft_dag.reporting.usage import hf_generation_settings
@@ -102,7 +103,7 @@ def sd_generation_settings(choice: ModeChoice) -> dict[str, Any]:
     Prompt lookup or plain decoding winning means the draft is not recommended: nothing is set.
     """
     chosen = choice.chosen
-    if chosen.mode != SD:
+    if chosen.mode not in DRAFTED:
         return {}
     if chosen.confidence_threshold is not None:
         return {
@@ -136,7 +137,8 @@ def set_num_assistant_tokens(ir_dir: Path, k: int) -> dict[str, Any]:
     return set_generation_settings(ir_dir, {"num_assistant_tokens": int(k)})
 
 
-HF_DRAFT_FILES = ("config.json", "model.safetensors", "draft_vocab.json")  # + the tokenizer
+# + the tokenizer; an EAGLE-3 head keeps the layers it taps beside its weights
+HF_DRAFT_FILES = ("config.json", "model.safetensors", "draft_vocab.json", LAYERS_FILE)
 
 
 def write_release(

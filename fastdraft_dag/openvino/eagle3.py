@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from fastdraft_dag.draft.eagle3 import rt_info_layers
+from fastdraft_dag.draft.eagle3 import load_head, rt_info_layers
+from fastdraft_dag.openvino.genai import make_pipeline, target_passes
 
 LAYER_ADD = re.compile(r"layers\.(\d+)/")  # friendly name of a decoder layer's own ops
 
@@ -135,27 +136,19 @@ def _port_key(port: Any) -> tuple[str, int]:
     return port.get_node().get_friendly_name(), port.get_index()
 
 
-def eagle3_draft(head_ir_dir: Path, device: str, properties: dict) -> Any:
-    """An openvino_genai draft model for ``LLMPipeline(target, device, draft_model=...)``.
+def eagle3_pipeline(target_ir: Path, head_ir_dir: Path, device: str, properties: dict) -> Any:
+    """Target + EAGLE-3 head pipeline (continuous batching on CPU), both with ``properties``.
 
-    EAGLE-3 mode and the tapped layers come from the IR's rt_info (both verified to be read);
-    a directory without ``eagle3_mode`` is refused here rather than run as a plain draft.
+    openvino_genai reads EAGLE-3 mode and the tapped layers from the head IR's rt_info, so the
+    pipeline is an ordinary draft pipeline; a directory without ``eagle3_mode`` is refused here
+    rather than run as a standalone draft.
     """
     import openvino as ov
-    import openvino_genai as ov_genai
 
     model = ov.Core().read_model(str(Path(head_ir_dir) / "openvino_model.xml"))
     if not model.has_rt_info("eagle3_mode"):
         raise ValueError(f"{head_ir_dir} is not an EAGLE-3 head IR (no rt_info eagle3_mode)")
-    return ov_genai.draft_model(str(head_ir_dir), device, **properties)
-
-
-def eagle3_pipeline(target_ir: Path, head_ir_dir: Path, device: str, properties: dict) -> Any:
-    """Target + EAGLE-3 head pipeline (continuous batching on CPU), both with ``properties``."""
-    import openvino_genai as ov_genai
-
-    draft = eagle3_draft(head_ir_dir, device, properties)
-    return ov_genai.LLMPipeline(str(target_ir), device, draft_model=draft, **properties)
+    return make_pipeline(target_ir, device, properties, draft_ir=head_ir_dir)
 
 
 def sd_counts(result: Any) -> dict[str, int | None]:
@@ -166,8 +159,6 @@ def sd_counts(result: Any) -> dict[str, int | None]:
     ``metric_accepted``/``drafted`` are ``extended_perf_metrics``' counts: the former misses the
     last step's accepted tokens when generation stops at max_new_tokens (14 vs 15 seen).
     """
-    from fastdraft_dag.openvino.genai import target_passes
-
     tokens = len(result.tokens[0])
     passes = target_passes(result, tokens)
     ext = result.extended_perf_metrics
@@ -177,4 +168,48 @@ def sd_counts(result: Any) -> dict[str, int | None]:
         "accepted": None if passes is None else tokens - passes,
         "metric_accepted": int(ext.get_num_accepted_tokens()),
         "drafted": int(ext.get_num_draft_tokens()),
+    }
+
+
+def check_head_ir(
+    head_dir: Path, ir_dir: Path, probe: list[int], tolerance: float, device: str = "CPU"
+) -> dict:
+    """The head IR's first-step logits against PyTorch's on the same features: catches a broken
+    or mis-quantized export, as `export.check_ir_logits` does for a causal LM.
+
+    Features are seeded noise at the scale of hidden states (the check is the export's
+    arithmetic, not the target's); the IR reads token t+1 with the features of position t, as
+    the runtime feeds it, which is step 0 of the head's `unroll`.
+    """
+    import openvino as ov
+    import torch
+
+    head = load_head(Path(head_dir))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.tensor([probe])
+    feats = torch.randn(1, len(probe), head.fc.in_features, generator=gen)
+    with torch.no_grad():
+        ref = head.logits(head.unroll(ids, feats, 1)[0])[0, :-1].numpy()
+    n = len(probe) - 1
+    feed = {
+        "input_ids": ids[:, 1:].numpy(),
+        "hidden_states": feats[:, :-1].numpy(),
+        "attention_mask": np.ones((1, n), dtype=np.int64),
+        "position_ids": np.arange(n, dtype=np.int64)[None],
+        "beam_idx": np.zeros(1, dtype=np.int32),
+    }
+    core = ov.Core()
+    compiled = core.compile_model(
+        str(Path(ir_dir) / "openvino_model.xml"), device, {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    got = np.asarray(compiled.create_infer_request().infer(feed)[compiled.output("logits")])[0]
+    max_abs = float(np.abs(got[-1] - ref[-1]).max())
+    agree = int(got[-1].argmax()) == int(ref[-1].argmax())
+    return {
+        "max_abs_diff": max_abs,
+        "argmax_ir": int(got[-1].argmax()),
+        "argmax_torch": int(ref[-1].argmax()),
+        "argmax_agree": agree,
+        "tolerance": tolerance,
+        "ok": bool(max_abs <= tolerance and agree),
     }

@@ -24,7 +24,7 @@ from typing import Any
 
 from fastdraft_dag.draft.derived import load_fp32_model
 from fastdraft_dag.draft.eagle3 import is_eagle3_dir
-from fastdraft_dag.openvino.eagle3 import export_head
+from fastdraft_dag.openvino.eagle3 import check_head_ir, export_head
 from fastdraft_dag.openvino.ir_scoring import IRScorer
 from fastdraft_dag.openvino.trimmed import INT4_GROUP_SIZE, export_trimmed, is_trimmed
 
@@ -177,15 +177,18 @@ Exporter = Callable[[Path, Path, str], dict]
 
 
 def plan_exports(
-    draft_dir: Path,
+    draft_dir: Path | None,
     target_dir: Path,
     draft_formats: Sequence[str],
     target_format: str,
     reference_dir: Path | None = None,
     reference_format: str | None = None,
+    head_dir: Path | None = None,
 ) -> list[ExportJob]:
-    """Every draft precision, the target, and the optional reference draft, in that order."""
-    jobs = [ExportJob(f"draft-{f}", Path(draft_dir), f) for f in draft_formats]
+    """Every precision of each draft (the standalone draft, the EAGLE-3 head), the target, and
+    the optional reference draft, in that order."""
+    jobs = [ExportJob(f"draft-{f}", Path(draft_dir), f) for f in draft_formats if draft_dir]
+    jobs += [ExportJob(f"eagle3-{f}", Path(head_dir), f) for f in draft_formats if head_dir]
     jobs.append(ExportJob(f"target-{target_format}", Path(target_dir), target_format))
     if reference_dir is not None:
         if reference_format is None:
@@ -227,7 +230,8 @@ def run_export(
             log(f"exporting {job.name} from {job.source}")
         info = exporter(job.source, Path(out) / job.name, job.weight_format)
         tolerance = LOGIT_TOLERANCE.get(job.weight_format, 10.0)
-        check = check_ir_logits(job.source, Path(out) / job.name, probe, tolerance, device)
+        checker = check_head_ir if is_eagle3_dir(job.source) else check_ir_logits
+        check = checker(job.source, Path(out) / job.name, probe, tolerance, device)
         rows.append(
             {
                 "ir": job.name,

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.reporting.tables import interval
-from fastdraft_dag.reporting.usage import LOOKUP, SD, openvino_snippet, transformers_snippet
+from fastdraft_dag.reporting.usage import (
+    EAGLE3,
+    LOOKUP,
+    SD,
+    openvino_snippet,
+    transformers_snippet,
+)
 
 # The card reads the mode choice as plain data (``evaluation.modes.ModeChoice.to_dict``): this
 # package sits below the stages and never imports them.
@@ -95,13 +101,18 @@ def recommendation(choice: Mapping[str, Any], device: str) -> list[str]:
     Never recommends a mode slower than plain decoding: the chosen mode is the fastest measured,
     plain included (``evaluation.modes.choose_mode``).
     """
-    chosen, sd, lookup = choice["chosen"], choice.get("best_sd"), choice.get("best_lookup")
+    chosen, lookup = choice["chosen"], choice.get("best_lookup")
+    sd = choice.get("best_draft") or choice.get("best_sd")
     where = f"on `{device}`, pooled over all benchmark prompts"
-    if chosen["mode"] == SD:
+    if chosen["mode"] in (SD, EAGLE3):
+        what = "this EAGLE-3 head" if chosen["mode"] == EAGLE3 else "this draft"
         lines = [
-            f"**Recommended: speculative decoding with this draft, `{_label(chosen)}`**, the"
+            f"**Recommended: speculative decoding with {what}, `{_label(chosen)}`**, the"
             f" fastest mode measured {where}: {_figure(chosen)}."
         ]
+        other = choice.get("best_sd") if chosen["mode"] == EAGLE3 else choice.get("best_eagle3")
+        if other:
+            lines.append(f"The other draft kind at its best (`{_label(other)}`): {_figure(other)}.")
         if lookup:
             lines.append(f"Prompt lookup at its best (`{_label(lookup)}`): {_figure(lookup)}.")
         return lines
@@ -161,7 +172,7 @@ def release_card(
     tokenizer and weights); the usage snippets are the ones ``tests`` run from the folder.
     """
     chosen = choice["chosen"]
-    sd_chosen = chosen["mode"] == SD
+    sd_chosen = chosen["mode"] in (SD, EAGLE3)
     target_ref = base_model or target
     ir_note = (
         f"`draft-ir/` is the draft as OpenVINO IR; its `generation_config.json` sets"

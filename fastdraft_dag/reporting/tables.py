@@ -103,10 +103,41 @@ def mode_line(choice: Mapping[str, Any], device: str) -> str:
     ci = interval(chosen.get("speedup_ci_low"), chosen.get("speedup_ci_high"))
     line = f"Release mode on {device}: **{chosen['label']}** ({chosen['speedup']:.3f}x plain"
     line += f", 95% interval {ci})" if ci else ")"
-    sd = choice.get("best_sd")
-    if sd and chosen["mode"] != "sd":
-        line += f"; the draft's best SD mode reached {sd['speedup']:.3f}x plain"
+    for key, what in (("best_sd", "standalone draft"), ("best_eagle3", "EAGLE-3 head")):
+        best = choice.get(key)
+        if best and best["label"] != chosen["label"]:
+            line += (
+                f"; the {what}'s best mode ({best['label']}) reached {best['speedup']:.3f}x plain"
+            )
     return line
+
+
+def eagle3_estimate(offline: Mapping[str, Any]) -> list[str]:
+    """The EAGLE-3 head's offline chained acceptance (held-out KD answers), as table lines."""
+    if not offline.get("chains"):
+        return []
+    taus = sorted(k for k in offline if k.startswith("tau_k"))
+    rows = [{"task": t, "chains": f["chains"], **{k: round(f[k], 3) for k in taus}}
+            for t, f in (offline.get("by_task") or {}).items()]  # fmt: skip
+    rows.append({"task": "all", "chains": offline["chains"],
+                 **{k: round(offline[k], 3) for k in taus}})  # fmt: skip
+    alphas = ", ".join(f"{a:.3f}" for a in offline.get("alpha_by_step", []))
+    mbsus = sorted(k for k in offline if k.startswith("mbsu_k"))
+    bound = (
+        f" MBSU (head/target bytes per step r = {offline['r']:.4f}): "
+        + ", ".join(f"k={k[len('mbsu_k') :]} {offline[k]:.2f}" for k in mbsus)
+        + "."
+        if mbsus
+        else ""
+    )
+    return [
+        "",
+        "### EAGLE-3 head, offline estimate (held-out KD answers, target features, fp32)",
+        md_table(rows, ["task", "chains", *taus]),
+        "",
+        f"tau_kN: mean accepted length of an N-token greedy chain, bonus token included. "
+        f"Per-step acceptance alpha_j: {alphas}.{bound}",
+    ]
 
 
 def render_benchmark(tables: Mapping[str, Any], ks: Sequence[int] = (1, 3, 5, 8)) -> str:
@@ -126,6 +157,7 @@ def render_benchmark(tables: Mapping[str, Any], ks: Sequence[int] = (1, 3, 5, 8)
         "",
         "speedup_95ci: 95% bootstrap interval over prompts (paired with plain decoding).",
     ]
+    lines += eagle3_estimate(tables.get("eagle3_offline") or {})
     device = tables.get("device", "?")
     if best_k is not None:
         lines += ["", f"Best fixed SD k on {device}: **{best_k}**"]

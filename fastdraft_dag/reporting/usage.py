@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-SD, LOOKUP = "sd", "prompt_lookup"
+SD, EAGLE3, LOOKUP = "sd", "eagle3", "prompt_lookup"
 PROMPT = "def fibonacci(n):"
 MAX_NEW_TOKENS = 64
 # transformers' assisted generation without a threshold: up to this many draft tokens per step.
@@ -54,6 +54,10 @@ def transformers_snippet(chosen: Mapping[str, Any], target: str, ngram: int) -> 
         "tokenizer = AutoTokenizer.from_pretrained(TARGET)",
         "model = AutoModelForCausalLM.from_pretrained(TARGET)",
     ]
+    if chosen["mode"] == EAGLE3:
+        lines.insert(0, "# transformers has no EAGLE-3 decoding: this runs the target alone. The")
+        lines.insert(1, "# head at this folder's root (optimum-intel / SpecForge layout) is for")
+        lines.insert(2, "# openvino_genai (below), SGLang or vLLM (speculative algorithm EAGLE3).")
     if chosen["mode"] == SD:
         lines.append('draft = AutoModelForCausalLM.from_pretrained(".")  # this folder')
         extra = ", assistant_model=draft  # its settings: generation_config.json"
@@ -77,9 +81,10 @@ def openvino_snippet(chosen: Mapping[str, Any], target: str, device: str, ngram:
         f'TARGET_IR = "target-ir"  # optimum-cli export openvino -m {target} target-ir',
         "",
     ]
-    if chosen["mode"] == SD:
+    if chosen["mode"] in (SD, EAGLE3):
+        what = "EAGLE-3 head IR (rt_info eagle3_mode)" if chosen["mode"] == EAGLE3 else "draft IR"
         lines += [
-            f'draft = ov_genai.draft_model("draft-ir", "{device}")  # this folder\'s draft IR',
+            f'draft = ov_genai.draft_model("draft-ir", "{device}")  # this folder\'s {what}',
             f'pipe = ov_genai.LLMPipeline(TARGET_IR, "{device}", draft_model=draft)',
             "config = pipe.get_generation_config()",
         ]

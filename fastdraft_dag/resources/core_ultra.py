@@ -7,8 +7,9 @@ stay importable and testable without Dagster.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -36,34 +37,19 @@ class CoreUltraResource(dg.ConfigurableResource):
         sd_modes.check_device(self.device, self.available_devices())
 
     def benchmark_live(
-        self,
-        target_ir: Path,
-        draft_ir: Path,
-        prompts: list[dict],
-        tokenizer_dir: Path,
-        max_new_tokens: int,
-        ks: list[int],
-        margin_model_dir: Path | None = None,
-        prompt_lookup: bool = True,
-        reference_draft_ir: Path | None = None,
-        confidence_thresholds: Iterable[float] = (),
+        self, target_ir: Path, draft_ir: Path | None, prompts: list[dict], **kw: Any
     ) -> dict:
-        """Run ``sd_benchmark.benchmark_live`` on this resource's device, hint and threads."""
+        """``live.benchmark_live`` (its keyword arguments as they are) on this resource's
+        device, precision hint and threads."""
         self.validate()
         return sd_benchmark.benchmark_live(
             target_ir,
             draft_ir,
             prompts,
-            tokenizer_dir,
-            max_new_tokens,
-            ks,
             device=self.device,
             precision_hint=self.precision_hint,
             threads=self.threads or None,
-            margin_model_dir=margin_model_dir,
-            prompt_lookup=prompt_lookup,
-            reference_draft_ir=reference_draft_ir,
-            confidence_thresholds=confidence_thresholds,
+            **kw,
         )
 
     def evaluate_offline(

@@ -18,6 +18,8 @@ from types import FrameType
 import torch
 import torch.distributed as dist
 
+from fastdraft_dag.training.backends import device_for
+
 
 @dataclass(frozen=True)
 class World:
@@ -61,7 +63,7 @@ def close_world(world: World) -> None:
 
 
 def device_for_rank(backend: str, world: World) -> torch.device:
-    return torch.device(f"cuda:{world.local_rank}") if backend == "cuda" else torch.device(backend)
+    return torch.device(f"cuda:{world.local_rank}") if backend == "cuda" else device_for(backend)
 
 
 def wrap(module: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:

@@ -2,8 +2,8 @@
 
 The spec is a `TrainSpec` (spec.py), as JSON when it crosses a process boundary; every key has a
 default except `init_dir`, `out_dir` and `stages`. The `hpu` backend is handed to
-`gaudi.py` (optimum-habana) before anything else is loaded; `cpu` and `cuda` run `loop.py`, in one
-process or N (torchrun).
+`gaudi.py` (optimum-habana) before anything else is loaded, except an EAGLE-3 head
+(`gaudi_trainer_runs`); `cpu` and `cuda` run `loop.py`, in one process or N (torchrun).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from fastdraft_dag.training.distributed import (
     close_world,
     device_for_rank,
     init_world,
+    world_from_env,
     wrap,
 )
 from fastdraft_dag.training.eagle3 import eagle3_loss
@@ -111,11 +113,31 @@ def _resume_point(spec: TrainSpec, ckpt_dir: Path, fp: str) -> ckpt.Checkpoint |
     return found
 
 
+def gaudi_trainer_runs(spec: TrainSpec, backend: str, world: World) -> bool:
+    """Whether `hpu` training goes to GaudiTrainer (gaudi.py) rather than this module's loop.
+
+    An EAGLE-3 head runs the target inside its loss, which GaudiTrainer's model-forward loss
+    cannot express: it trains on this loop, on one HPU in eager mode (PT_HPU_LAZY_MODE=0, so
+    no mark_step is needed). Several HPUs would need an HCCL process group: refused here.
+    """
+    if backend != "hpu":
+        return False
+    if not spec.teacher_dir:
+        return True
+    if world.distributed:
+        raise TrainingError(
+            f"an EAGLE-3 head trains on one HPU (the loop has no HCCL process group); "
+            f"{world.size} devices were launched: set FASTDRAFT_HPU_DEVICES=1"
+        )
+    os.environ.setdefault("PT_HPU_LAZY_MODE", "0")
+    return False
+
+
 def train(spec: dict[str, Any] | TrainSpec, log: Log, report: Report) -> dict[str, Any]:
     """Run all stages of `spec` in order, save draft + metrics to `out_dir`, return metrics."""
     spec, stages = parse_spec(spec)
     backend = resolve_backend(spec.backend)
-    if backend == "hpu":
+    if gaudi_trainer_runs(spec, backend, world_from_env()):
         from fastdraft_dag.training.gaudi import train_gaudi
 
         return train_gaudi(spec, stages, log, report)

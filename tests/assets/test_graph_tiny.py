@@ -89,6 +89,10 @@ def test_metadata_reports_real_figures(tiny):
     assert draft["parameters"] > 0 and draft["tokens_per_s"] > 0 and draft["val_loss"] > 0
     kd = _metadata(result, "synthetic_kd_dataset")
     assert kd["rows"] > 0
+    head = _metadata(result, "eagle3_head")
+    assert head["layers"] == [0, 1, 2] and head["trainable_parameters"] > 0
+    assert head["val_loss"] > 0 and "| task |" in head["offline_estimate"]
+    assert head["offline_tau_k3"] >= 1.0
     assert "| task |" in _metadata(result, "benchmark_tables")["summary"]
 
 
@@ -96,8 +100,9 @@ def test_tokenizer_checks_pass(tiny):
     _, _, _, result = tiny
     evals = result.get_asset_check_evaluations()
     by_name = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in evals}
-    for asset in ("tokenized_shards", "pretrained_draft", "aligned_draft"):
+    for asset in ("tokenized_shards", "pretrained_draft", "aligned_draft", "eagle3_head"):
         assert by_name[(asset, "tokenizer_matches_target")] is True
+    assert ("eagle3_head", "eagle3_head_accepts") in by_name
     assert by_name[("tokenized_shards", "shard_checksums")] is True
 
 
@@ -128,7 +133,8 @@ def test_benchmark_covers_four_families_and_sd_equals_plain(tiny):
         assert 1.0 <= row["tau_sim"] <= row["k"] + 1
     # Tiny models under the f32 hint: speculative output is token-for-token the plain output.
     wall = tables["wallclock"]
-    assert {r["mode"] for r in wall} == {"plain", "sd", "prompt_lookup"}
+    assert {r["mode"] for r in wall} == {"plain", "sd", "eagle3", "prompt_lookup"}
+    assert {r["k"] for r in wall if r["mode"] == "eagle3"} == {2, 3}  # the EAGLE-3 head
     assert {r["k"] for r in wall if r["mode"] == "sd"} == {2, 3, None}  # None: threshold
     assert {r["confidence_threshold"] for r in wall if r["mode"] == "sd"} == {None, 0.3}
     assert {r["k"] for r in wall if r["mode"] == "prompt_lookup"} == {2, 3}  # its own best k
@@ -159,7 +165,7 @@ def test_benchmark_release_plots_and_quantization_check(tiny):
     assert (art.path / "release/draft-ir/openvino_model.xml").is_file()
     card = (art.path / "release/README.md").read_text()
     assert "| prompt_lookup |" in card and "| speedup_95ci |" in card
-    if chosen["mode"] == "sd" and chosen["k"] is not None:
+    if chosen["mode"] in ("sd", "eagle3") and chosen["k"] is not None:
         assert generation["num_assistant_tokens"] == chosen["k"]
         assert f"config.num_assistant_tokens = {chosen['k']}" in card
     elif chosen["mode"] == "sd":
@@ -193,7 +199,7 @@ def test_benchmark_release_plots_and_quantization_check(tiny):
         "SELECT DISTINCT mode FROM benchmark_wallclock WHERE run_id = ? ORDER BY mode",
         [result.run_id],
     )
-    assert [r["mode"] for r in modes] == ["plain", "prompt_lookup", "sd"]
+    assert [r["mode"] for r in modes] == ["eagle3", "plain", "prompt_lookup", "sd"]
 
 
 def test_results_land_in_duckdb_with_run_id(tiny):
@@ -237,7 +243,7 @@ def test_invalid_draft_config_fails_before_training(tiny, monkeypatch):
     assert "hidden_size" in message
     partial = list((root / "pretrained_draft" / "tiny-random").glob(".*"))
     assert partial == [], "a failed config left a partial artifact"
-    too_deep = dataclasses.replace(profiles.TINY.pretrain, layers=5)  # the tiny target has 2
+    too_deep = dataclasses.replace(profiles.TINY.pretrain, layers=5)  # the tiny target has 3
     monkeypatch.setitem(
         profiles.PROFILES,
         "deep",
@@ -245,7 +251,7 @@ def test_invalid_draft_config_fails_before_training(tiny, monkeypatch):
     )
     result = _run(build_defs("deep", str(root)), instance, selection="pretrained_draft")
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "draft.layers: 5, expected 1..2" in str(failure.event_specific_data.error)
+    assert "draft.layers: 5, expected 1..3" in str(failure.event_specific_data.error)
 
 
 @pytest.mark.parametrize("name", ["tiny", "default", "paper"])

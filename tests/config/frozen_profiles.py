@@ -13,6 +13,7 @@ from fastdraft_dag.config.schema import (
     AlignConfig,
     BenchConfig,
     CorporaConfig,
+    Eagle3Config,
     ExportConfig,
     KDConfig,
     PretrainConfig,
@@ -110,6 +111,25 @@ TINY = Profile(
         sd_ks=(2, 3),
         sd_draft_format="fp16",
     ),
+    # issue 21: both draft kinds (a deliberate preset change)
+    draft_kinds=("standalone", "eagle3"),
+    eagle3=Eagle3Config(
+        stage=StageConfig(
+            "eagle3",
+            steps=12,
+            batch_size=4,
+            lr=1e-3,
+            warmup_steps=2,
+            eval_every=0,
+            eval_batches=1,
+            loss="fkl",
+        ),
+        draft_vocab=1024,
+        ttt_steps=3,
+        max_len=256,
+        val_fraction=0.25,
+        gate_min_tau=0.0,
+    ),
 )
 
 DEFAULT = Profile(
@@ -172,6 +192,23 @@ DEFAULT = Profile(
     ),
     export=ExportConfig(draft_formats=("fp16", "int8", "int4"), target_format="int8"),
     bench=BenchConfig(sd_ks=(2, 3, 4)),
+    # issue 21: both draft kinds (a deliberate preset change)
+    draft_kinds=("standalone", "eagle3"),
+    eagle3=Eagle3Config(
+        stage=StageConfig(
+            "eagle3",
+            steps=300,
+            batch_size=8,
+            lr=1e-3,
+            warmup_steps=20,
+            eval_every=0,
+            eval_batches=4,
+            loss="fkl",
+        ),
+        draft_vocab=8192,
+        ttt_steps=3,
+        max_len=512,
+    ),
 )
 
 PAPER = Profile(

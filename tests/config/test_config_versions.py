@@ -28,9 +28,12 @@ READERS: dict[str, set[str]] = {
     "bench.prompt_files": {"synthetic_kd_dataset", "benchmark_tables"},
     "bench.reference_draft": {"openvino_ir", "benchmark_tables"},
     "bench.sd_draft_format": {"openvino_ir", "benchmark_tables"},
+    "draft_kinds": {"openvino_ir", "benchmark_tables"},
+    "eagle3": {"eagle3_head"},
+    "eagle3.gate_min_tau": set(),  # judges the head, does not build it
     "threads": {
         "filtered_corpora", "pretrained_draft", "synthetic_kd_dataset", "aligned_draft",
-        "benchmark_tables",
+        "eagle3_head", "benchmark_tables",
     },
 }  # fmt: skip
 

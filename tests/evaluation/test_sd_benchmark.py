@@ -50,9 +50,9 @@ def live(irs: dict[str, Path], tiny_target_dir: Path) -> dict:
         irs["target"],
         irs["draft"],
         PROMPTS,
-        tiny_target_dir,
-        MAX_NEW,
-        KS,
+        tokenizer_dir=tiny_target_dir,
+        max_new_tokens=MAX_NEW,
+        ks=KS,
         margin_model_dir=tiny_target_dir,
         prompt_lookup=True,
         reference_draft_ir=irs["target"],
@@ -100,7 +100,9 @@ def test_speedup_tau_and_acceptance_are_consistent(live: dict) -> None:
             assert r["tau_measured"] == 1.0 and r["accepted_per_step"] is None
             continue
         most = r["k"] if r["k"] is not None else MAX_NEW  # a threshold has no fixed k
-        assert r["tau_measured"] is not None and 1.0 < r["tau_measured"] <= most + 1
+        assert r["tau_measured"] is not None and 1.0 <= r["tau_measured"] <= most + 1
+        if r["mode"] == "reference_draft":  # the target drafting for itself is always accepted
+            assert r["tau_measured"] == pytest.approx(most + 1, rel=0.2)
         passes = r["tokens"] / r["tau_measured"]
         steps = passes - r["n_prompts"]
         assert r["accepted_per_step"] == pytest.approx((r["tokens"] - passes) / steps)

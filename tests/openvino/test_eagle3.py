@@ -167,3 +167,32 @@ def test_runtime_refuses_illegal_taps(
 def test_draft_refuses_non_eagle3_ir(target_ir: Path) -> None:
     with pytest.raises(ValueError, match="eagle3_mode"):
         eagle3_pipeline(target_ir, target_ir, "CPU", PROPS)
+
+
+def test_mbsu_counts_the_bytes_the_head_reads(head: Path, target: Path, root: Path) -> None:
+    """r = the head's per-step bytes (fc, layer, norm, draft LM head; not the embedding rows it
+    looks up, nor its index tables) over the target's; MBSU = tau / (1 + k r) per chain."""
+    from safetensors import safe_open
+
+    from fastdraft_dag.evaluation.benchmark import BenchmarkJob, head_estimate
+    from fastdraft_dag.evaluation.config import BenchConfig
+    from fastdraft_dag.evaluation.metrics import params_read_per_token
+
+    with safe_open(head / "model.safetensors", "pt") as f:
+        sizes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
+    read = sum(
+        int(np.prod(s))
+        for k, s in sizes.items()
+        if not k.endswith(("embed_tokens.weight", "d2t", "t2d"))
+    )
+    assert params_read_per_token(head) == read
+    job = BenchmarkJob(
+        target_name="t", target_dir=target, draft_dir=None, irs_dir=root, threads=1,
+        bench=BenchConfig(sd_draft_format="int8"), draft_formats=("int8",), target_format="fp16",
+        head_dir=head, head_offline={"chains": 10, "tau_k1": 1.5, "tau_k3": 2.0},
+    )  # fmt: skip
+    est = head_estimate(job)
+    r = read * 1.0 / (params_read_per_token(target) * 2.0)
+    assert est["r"] == pytest.approx(r)
+    assert est["mbsu_k3"] == pytest.approx(2.0 / (1 + 3 * r))
+    assert est["mbsu_k1"] == pytest.approx(1.5 / (1 + r)) and est["tau_k3"] == 2.0

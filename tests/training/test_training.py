@@ -14,10 +14,10 @@ import dagster as dg
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 from training_fixtures import (
     REPO,
     VOCAB,
+    assert_same_run,
     entry_command,
     make_spec,
     start_trainer,
@@ -72,18 +72,6 @@ def reference(workspace: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     out = tmp_path_factory.mktemp("reference") / "draft"
     trainer.train(resume_spec(workspace, out), log=lambda m: None, report=lambda p: None)
     return out
-
-
-def assert_same_run(out: Path, ref: Path, rtol: float) -> None:
-    """Same loss at every step, same validation loss, same final weights."""
-    got, want = train_rows(out), train_rows(ref)
-    assert [r["global_step"] for r in got] == [r["global_step"] for r in want]
-    np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in want], rtol=rtol)
-    m_got, m_want = (json.loads((p / "metrics.json").read_text()) for p in (out, ref))
-    assert m_got["val_loss"] == pytest.approx(m_want["val_loss"], rel=rtol)
-    w_got, w_want = (load_file(p / "model.safetensors") for p in (out, ref))
-    for name, tensor in w_want.items():
-        torch.testing.assert_close(w_got[name], tensor, rtol=rtol, atol=rtol)
 
 
 # ----------------------------------------------------------------------------- backends
