@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 report test ui lint format clean browser
+.PHONY: install home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 bench-eagle3-trees report test ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -55,6 +55,9 @@ bench-recipe: install  ## draft recipes side by side at one budget (needs `make 
 
 bench-eagle3: install  ## EAGLE-3 head levers side by side at one step budget (needs `make run` first)
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/eagle3_ablation.py --steps $(or $(STEPS),60) $(if $(VARIANTS),--variants "$(VARIANTS)") $(if $(CURVE),--curve)
+
+bench-eagle3-trees: install  ## EAGLE-3 chain vs tree drafting, live, interleaved (needs `make run` first)
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/eagle3_trees.py
 
 report: install  ## print the last benchmark table again
 	$(BIN)/fastdraft report --profile $(PROFILE)

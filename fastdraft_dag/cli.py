@@ -24,6 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastdraft_dag.assets.automation import TARGET_CHAIN
+from fastdraft_dag.core.errors import InputError
 
 ORDER = ("filtered_corpora", *TARGET_CHAIN)
 
@@ -80,15 +81,14 @@ def materialize_all(
         key = partition
     else:
         key = ensure_default_target(instance, pipeline)
+    graph = defs.resolve_asset_graph()
+    keys = selected_keys(graph, selection)  # a typo fails now, not after the observation
     observed = defs.resolve_job_def("observe_targets").execute_in_process(
         instance=instance, partition_key=key, raise_on_error=False, tags=tags
     )
     if not observed.success:
         print(f"observing target_model [{key}] failed", file=sys.stderr)
         return False
-    graph = defs.resolve_asset_graph()
-    keys = dg.AssetSelection.from_coercible(selection).resolve(graph)
-    keys = [k for k in graph.toposorted_asset_keys if k in keys and graph.get(k).is_materializable]
     if stale_only:
         stale = set(stale_asset_keys(defs, instance, key))
         keys = [k for k in keys if k in stale]
@@ -109,6 +109,40 @@ def materialize_all(
         tags=tags,
     )
     return result.success
+
+
+def selected_keys(graph, selection: str) -> list:
+    """The materializable assets of a Dagster selection string, in graph order; a selection
+    naming no such asset is refused with the asset names."""
+    import dagster as dg
+
+    names = sorted(k.to_user_string() for k in graph.materializable_asset_keys)
+    try:
+        found = dg.AssetSelection.from_coercible(selection).resolve(graph)
+    except Exception as exc:  # Dagster raises several types for unknown keys and bad syntax
+        reason = str(exc).split("\n")[0].split(". ")[0]
+        raise InputError(f"--select {selection!r}: {reason}; assets: {', '.join(names)}") from exc
+    keys = [k for k in graph.toposorted_asset_keys if k in found and graph.get(k).is_materializable]
+    if not keys:
+        raise InputError(f"--select {selection!r} selects no asset; assets: {', '.join(names)}")
+    return keys
+
+
+def check_root(root: str) -> Path:
+    """The artifact root, refused up front when it is a file or cannot be written (every
+    command that builds, registers or records writes there)."""
+    path = Path(root).expanduser()
+    if not str(root).strip():
+        raise InputError("--root / FASTDRAFT_HOME is empty; name the artifact root")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"artifact root {str(path)!r} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"artifact root {str(path)!r}: cannot create it ({exc.strerror})") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"artifact root {str(path)!r} is not writable")
+    return path
 
 
 def _say(message: str) -> None:
@@ -194,8 +228,8 @@ def targets_command(args: argparse.Namespace) -> int:
     )
     instance = _instance()
     if args.action == "add":
-        spec = TargetSpec.parse(args.id, args.revision)
         try:
+            spec = TargetSpec.parse(args.id, args.revision)
             (key,) = register_targets(instance, pipeline.registry, [spec])
         except (TargetError, TargetRegistryError) as exc:
             print(f"fastdraft targets add: {exc}", file=sys.stderr)
@@ -367,8 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--partition", default="", help="a registered target's key (`fastdraft targets list`)"
     )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an input error (default: one line)",
+    )
     parser = argparse.ArgumentParser(prog="fastdraft", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"fastdraft {package_version()}")
+    parser.set_defaults(debug=False)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", parents=[common], help="materialize, then print the report")
     run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'openvino_ir*'")
@@ -440,17 +480,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fastdraft_dag.config.schema import ProfileError as ConfigError
-
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except ConfigError as e:  # a bad recipe or setting: say which, no traceback
+    except InputError as e:  # bad input: one line naming it, no traceback (unless --debug)
+        if args.debug:
+            raise
         print(f"fastdraft {args.command}: {e}", file=sys.stderr)
         return 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("run", "targets", "bench"):
+        check_root(args.root)
     if args.command == "targets":
         return targets_command(args)
     if args.command == "bench":

@@ -19,6 +19,7 @@ import dagster as dg
 
 from fastdraft_dag.assets import alignment, data, eagle3, evaluation, export, target, training
 from fastdraft_dag.assets import automation as ops
+from fastdraft_dag.core.env import env_float
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
@@ -64,7 +65,7 @@ def build_defs(
         "FASTDRAFT_CRON_TZ", cron_timezone or env("FASTDRAFT_CRON_TZ", ops.DEFAULT_TIMEZONE)
     )
     if acceptance_tolerance is None:
-        acceptance_tolerance = float(env("FASTDRAFT_ACCEPTANCE_TOLERANCE", "0.02"))
+        acceptance_tolerance = env_float("FASTDRAFT_ACCEPTANCE_TOLERANCE", 0.02, 0.0)
     pipeline = FastDraftPipeline(
         profile_name=profile,
         artifact_root=artifact_root,

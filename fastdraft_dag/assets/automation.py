@@ -32,6 +32,7 @@ from fastdraft_dag.assets.dagster_internals import (
     is_valid_cron_string,
 )
 from fastdraft_dag.assets.partitions import TARGETS
+from fastdraft_dag.core.errors import ConfigError
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.targets.registry import TargetRegistry, TargetRegistryError, TargetSpec
 from fastdraft_dag.targets.resolve import TargetError, check_target
@@ -54,7 +55,7 @@ TARGET_CHAIN = (
 )
 
 
-class ScheduleConfigError(ValueError):
+class ScheduleConfigError(ConfigError):
     """An invalid cron string or timezone; the message names the setting and its value."""
 
 

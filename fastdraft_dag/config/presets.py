@@ -49,7 +49,11 @@ EMBEDDED = "embedded:smollm2-135m-instruct"
 def read_yaml(path: str | Path, what: str) -> Any:
     """A YAML (or JSON) file's data; an unreadable or malformed file is named with the reason."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ProfileError(
+            f"{what} {str(path)!r}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+        ) from e
     except (OSError, yaml.YAMLError) as e:
         raise ProfileError(f"{what} {str(path)!r}: {e}") from e
 

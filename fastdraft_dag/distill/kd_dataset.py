@@ -8,13 +8,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.errors import InputError
 from fastdraft_dag.distill.config import KDConfig
 from fastdraft_dag.distill.generation import generate_responses, kd_target_ir
 from fastdraft_dag.distill.kd_rows import read_rows
 from fastdraft_dag.distill.prompt_sources import assemble_prompts, evaluation_texts, fit_to_target
 
 
-class PromptSetError(ValueError):
+class PromptSetError(InputError):
     """The prompt set cannot be built (contamination, a bad file or setting): retrying won't help."""
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fastdraft_dag.core.errors import InputError
 
-class DraftConfigError(ValueError):
+
+class DraftConfigError(InputError):
     """A draft size or target that cannot make a valid draft; the message names the setting."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from fastdraft_dag.core.env import env_int
 from fastdraft_dag.training import run as run_module
 from fastdraft_dag.training.backends import BACKENDS, detect_backend, resolve_backend
 from fastdraft_dag.training.spec import TrainSpec
@@ -100,10 +101,10 @@ class HPUTrainingResource(dg.ConfigurableResource):
         pod_spec = env.get("FASTDRAFT_K8S_POD_SPEC", "")
         return cls(
             backend=env.get("FASTDRAFT_HPU_BACKEND", "auto"),
-            num_devices=int(env.get("FASTDRAFT_HPU_DEVICES", "1")),
+            num_devices=env_int("FASTDRAFT_HPU_DEVICES", 1, 1, env),
             python_executable=env.get("FASTDRAFT_HPU_PYTHON", ""),
             threads=threads,
-            checkpoint_every=int(env.get("FASTDRAFT_CHECKPOINT_EVERY", "50")),
+            checkpoint_every=env_int("FASTDRAFT_CHECKPOINT_EVERY", 50, 0, env),
             launcher=env.get("FASTDRAFT_HPU_LAUNCHER", "subprocess"),
             k8s_image=env.get("FASTDRAFT_K8S_IMAGE", ""),
             k8s_namespace=env.get("FASTDRAFT_K8S_NAMESPACE", ""),

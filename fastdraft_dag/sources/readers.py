@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.errors import InputError
+
 Record = dict[str, str]
 
 # Reasons a reader skips an input; the funnel shows them as steps before the quality rules.
@@ -25,7 +27,7 @@ SKIP_REASONS = ("empty", "binary", "not_utf8", "too_large", "malformed_row", "he
 DEFAULT_MAX_BYTES = 8 << 20  # a single document above this is a data dump, not training text
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """A source that is unknown, missing or unreadable; the message names the source and path."""
 
 

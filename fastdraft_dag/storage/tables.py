@@ -15,6 +15,8 @@ from typing import Any
 
 import duckdb
 
+from fastdraft_dag.core.errors import InputError
+
 SCHEMA = {
     "corpus_stats": """
         run_id VARCHAR, created_at TIMESTAMP, artifact_version VARCHAR, source VARCHAR,
@@ -46,7 +48,7 @@ SCHEMA = {
 LOCK_WAIT_SECONDS = 300.0
 
 
-class TableFileError(RuntimeError):
+class TableFileError(InputError):
     """The DuckDB file cannot be opened or read (corrupt, foreign, unwritable); names the file.
 
     Not transient: retrying the step fails the same way, so the asset layer fails at once.

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.errors import InputError
 from fastdraft_dag.storage.artifacts import write_json_atomic
 from fastdraft_dag.targets.resolve import (
     EMBEDDED_NAME,
@@ -32,7 +33,7 @@ REGISTRY_FILE = "targets.json"
 EMBEDDED_TARGETS = (EMBEDDED_NAME, TINY_NAME)
 
 
-class TargetRegistryError(ValueError):
+class TargetRegistryError(InputError):
     """A registry request that cannot be honoured (duplicate, unknown key); the message says why."""
 
 
@@ -83,11 +84,17 @@ class TargetRegistry:
     def specs(self) -> dict[str, TargetSpec]:
         if not self.path.is_file():
             return {}
-        data = json.loads(self.path.read_text())
-        return {
-            key: TargetSpec(v["name"], v.get("revision", "main"))
-            for key, v in data.get("targets", {}).items()
-        }
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return {
+                key: TargetSpec(v["name"], v.get("revision", "main"))
+                for key, v in data.get("targets", {}).items()
+            }
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise TargetRegistryError(
+                f"target registry {str(self.path)!r} is unreadable ({type(exc).__name__}: {exc}); "
+                "restore it, or delete it and register the targets again"
+            ) from exc
 
     def keys(self) -> list[str]:
         return sorted(self.specs())

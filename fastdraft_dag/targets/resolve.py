@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastdraft_dag.core.errors import InputError
 from fastdraft_dag.targets.tiny import build_tiny_target
 
 EMBEDDED_NAME = "embedded:smollm2-135m-instruct"
@@ -30,7 +31,7 @@ EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_LICENSE = "apache-2.0"
 
 
-class TargetError(ValueError):
+class TargetError(InputError):
     """A target that cannot be resolved; the message names it."""
 
 
@@ -234,13 +235,20 @@ def refuse_remote_code(config_path: Path) -> None:
         )
 
 
-def resolve_local(path: Path) -> ResolvedTarget:
+def check_local_dir(path: Path) -> Path:
+    """A local target directory, refused unless its config.json is readable JSON that needs no
+    remote code: the same judgement at registration as at resolution."""
     path = Path(path).expanduser().resolve()
     if not (path / "config.json").is_file():
         raise TargetError(
             f"target {str(path)!r}: not a Hugging Face model directory (no config.json)"
         )
     refuse_remote_code(path / "config.json")
+    return path
+
+
+def resolve_local(path: Path) -> ResolvedTarget:
+    path = check_local_dir(path)
     return ResolvedTarget(str(path), target_key(str(path)), local_dir_revision(path), path)
 
 
@@ -303,10 +311,7 @@ def check_target(name: str, revision: str = "main") -> str:
     if kind == "embedded":
         embedded_gguf_path()
     elif kind == "local":
-        if not (Path(name).expanduser() / "config.json").is_file():
-            raise TargetError(
-                f"target {name!r}: not a Hugging Face model directory (no config.json)"
-            )
+        check_local_dir(Path(name))
     else:
         hub_commit(name, revision)
     return kind

@@ -1,0 +1,121 @@
+"""Bad input through the real CLI, in subprocesses: one line that names the input, exit 2, no
+traceback, and nothing registered or written (issue 22)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fastdraft(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "FASTDRAFT_"))}
+    where = [] if args[:2] == ("config", "show") else ["--root", str(root)]
+    return subprocess.run(
+        [sys.executable, "-m", "fastdraft_dag.cli", *args, "--profile", "tiny", *where],
+        env={**clean, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def refused(result: subprocess.CompletedProcess, *names: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    for name in names:
+        assert name in result.stderr, (name, result.stderr[-2000:])
+
+
+def _model_dir(root: Path, config: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(config)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        (json.dumps({"model_type": "x", "auto_map": {"AutoModelForCausalLM": "m.M"}}), "auto_map"),
+        ('{"model_type": "llama", "hidden_si', "unreadable"),
+    ],
+    ids=["remote-code", "truncated"],
+)
+def test_targets_add_refuses_a_directory_it_could_not_load(tmp_path: Path, config, says) -> None:
+    model = _model_dir(tmp_path / "model", config)
+    result = fastdraft(tmp_path / "root", "targets", "add", str(model))
+    refused(result, says, str(model / "config.json"))
+    listed = fastdraft(tmp_path / "root", "targets", "list")
+    assert listed.returncode == 0 and str(model) not in listed.stdout
+
+
+def test_targets_add_refuses_a_blank_id(tmp_path: Path) -> None:
+    refused(fastdraft(tmp_path / "root", "targets", "add", "  "), "empty id")
+
+
+ENV_CASES = [
+    ("FASTDRAFT_ACCEPTANCE_TOLERANCE", "abc"),
+    ("FASTDRAFT_HPU_DEVICES", "x"),
+    ("FASTDRAFT_CHECKPOINT_EVERY", "-1"),
+    ("FASTDRAFT_RETRAIN_CRON", "bogus"),
+    ("FASTDRAFT_CRON_TZ", "Mars/Olympus"),
+    ("FASTDRAFT_SOURCES", "/no/such/sources.yaml"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), ENV_CASES, ids=[n for n, _ in ENV_CASES])
+def test_a_bad_environment_variable_is_named_before_anything_runs(tmp_path, name, value):
+    result = fastdraft(tmp_path / "root", "run", **{name: value})
+    refused(result, value)
+    assert name in result.stderr or "sources file" in result.stderr
+    assert not (tmp_path / "root" / "filtered_corpora").exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "binary"])
+def test_a_recipe_that_is_not_utf8_text_is_named(tmp_path: Path, encoding: str) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    if encoding == "binary":
+        recipe.write_bytes(b"\xff\xfe\x00\x01\x02binary")
+    else:
+        recipe.write_text("base: tiny\n", encoding=encoding)
+    refused(
+        fastdraft(tmp_path / "root", "config", "show", "--config", str(recipe)),
+        str(recipe),
+        "UTF-8",
+    )
+
+
+def test_a_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.write_text("not a directory")
+    for args in (("run",), ("targets", "list"), ("bench", "--draft", str(tmp_path))):
+        refused(fastdraft(root, *args), str(root), "is a file")
+
+
+def test_unknown_selection_partition_and_target_are_named_at_once(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    refused(fastdraft(root, "run", "--select", "aligned_draf"), "aligned_draf", "eagle3_head")
+    refused(fastdraft(root, "run", "--partition", "no-such-target"), "no-such-target")
+    refused(fastdraft(root, "run", "--target", "/no/such/dir"), "/no/such/dir")
+    assert not (root / "filtered_corpora").exists()
+
+
+def test_a_corrupt_registry_and_duckdb_file_are_named(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "targets.json").write_text('{"targets": {"x": ')
+    refused(fastdraft(root, "targets", "list"), str(root / "targets.json"))
+    (root / "targets.json").unlink()
+    (root / "fastdraft.duckdb").write_text("not a database")
+    refused(fastdraft(root, "report", "--history"), str(root / "fastdraft.duckdb"))
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = fastdraft(tmp_path / "root", "run", "--debug", FASTDRAFT_HPU_DEVICES="x")
+    assert result.returncode != 0 and "Traceback" in result.stderr
