@@ -119,3 +119,20 @@ def test_a_corrupt_registry_and_duckdb_file_are_named(tmp_path: Path) -> None:
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = fastdraft(tmp_path / "root", "run", "--debug", FASTDRAFT_HPU_DEVICES="x")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+RECIPE_CASES = [
+    ("bench: {ks: [0]}", "bench.ks"),
+    ("kd: {max_new_tokens: 0}", "kd.max_new_tokens"),
+    ("threads: -3", "threads"),
+    ("align: {val_fraction: 1.5}", "align.val_fraction"),
+    ("export: {target_format: int2}", "int2"),
+    ("bench: {prompt_files: [/no/such/prompts.jsonl]}", "/no/such/prompts.jsonl"),
+]
+
+
+@pytest.mark.parametrize(("setting", "says"), RECIPE_CASES, ids=[s for _, s in RECIPE_CASES])
+def test_config_show_validates_the_whole_recipe(tmp_path: Path, setting: str, says: str) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"base: tiny\n{setting}\n")
+    refused(fastdraft(tmp_path / "root", "config", "show", "--config", str(recipe)), says)

@@ -114,7 +114,9 @@ class Profile:
                 f"profile {self.name!r}: draft_kinds {list(kinds)}, expected one or both of "
                 f"{list(DRAFT_KINDS)}"
             )
-        for stage in (*self.pretrain.stages, self.align.stage):
+        if self.threads < 0:
+            raise ProfileError(f"threads: {self.threads}, expected >= 0 (0 = every core)")
+        for stage in (*self.pretrain.stages, self.align.stage, self.eagle3.stage):
             if stage.steps <= 0 or stage.batch_size <= 0 or stage.lr <= 0:
                 raise ProfileError(
                     f"profile {self.name!r}: stage {stage.name!r} needs positive steps, batch_size, lr"

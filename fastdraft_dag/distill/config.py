@@ -43,8 +43,9 @@ class KDConfig:
             for i, s in enumerate(self.prompt_sources)
         )
         object.__setattr__(self, "prompt_sources", parsed)
-        if self.max_prompt_chars <= 0:
-            raise ProfileError(f"kd.max_prompt_chars: {self.max_prompt_chars}, expected > 0")
+        for name in ("max_prompt_chars", "max_new_tokens", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ProfileError(f"kd.{name}: {getattr(self, name)}, expected > 0")
         if self.backend not in ("openvino", "torch"):
             raise ProfileError(f"kd.backend {self.backend!r}: expected 'openvino' or 'torch'")
         temps = self.temperatures
@@ -78,6 +79,8 @@ class AlignConfig:
     teacher_topk: int = 32
 
     def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 0.5:
+            raise ProfileError(f"align.val_fraction: {self.val_fraction}, expected in (0, 0.5)")
         if not 0.0 <= self.pretrain_mix < 1.0:
             raise ProfileError(f"align.pretrain_mix: {self.pretrain_mix}, expected in [0, 1)")
         if not 0.0 < self.on_policy_fraction <= 1.0:

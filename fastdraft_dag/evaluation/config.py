@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastdraft_dag.core.errors import ConfigError
 
@@ -31,6 +32,18 @@ class BenchConfig:
     prompt_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        counts = ("prompts_per_family", "offline_max_new_tokens", "sd_prompts_per_family",
+                  "sd_max_new_tokens")  # fmt: skip
+        for name in counts:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bench.{name}: {getattr(self, name)}, expected >= 1")
+        for name in ("ks", "sd_ks"):
+            ks = getattr(self, name)
+            if not ks or min(ks) < 1:
+                raise ConfigError(f"bench.{name}: {list(ks)}, expected draft lengths >= 1")
+        missing = [p for p in self.prompt_files if not Path(p).expanduser().is_file()]
+        if missing:
+            raise ConfigError(f"bench.prompt_files: {missing} not found (JSONL files expected)")
         bad = [t for t in self.sd_confidence_thresholds if not 0.0 < float(t) < 1.0]
         if bad:
             raise ConfigError(

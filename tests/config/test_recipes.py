@@ -184,8 +184,11 @@ def test_config_show_reads_fastdraft_config(tmp_path, capsys, monkeypatch):
     assert yaml.safe_load(capsys.readouterr().out)["threads"] == 5
 
 
-def test_the_readme_recipe_example_loads(tmp_path):
+def test_the_readme_recipe_example_loads(tmp_path, monkeypatch):
     readme = (REPO / "README.md").read_text()
     block = readme.split("# my-recipe.yaml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)  # the prompt files it names must exist: a user's own
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "mine.jsonl").write_text("")
     got = load_profile("tiny", config_file=write(tmp_path, block))
     assert (got.name, got.kd.n_instruction, got.bench.sd_ks) == ("default", 600, (2, 4, 6))
