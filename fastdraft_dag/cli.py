@@ -206,7 +206,7 @@ def history_command(args: argparse.Namespace) -> int:
         target=args.target,
     )  # fmt: skip
     name = pipeline.target_spec(args.partition or None).name
-    rows = benchmark_history(pipeline.db_path, name)
+    rows = benchmark_history(pipeline.db_path, name, read_only=True)
     print(f"\n## Benchmark history: {name} ({len(rows)} draft versions)\n")
     print(md_table(rows))
     return 0

@@ -136,3 +136,29 @@ def test_config_show_validates_the_whole_recipe(tmp_path: Path, setting: str, sa
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"base: tiny\n{setting}\n")
     refused(fastdraft(tmp_path / "root", "config", "show", "--config", str(recipe)), says)
+
+
+def test_report_history_reads_without_writing_and_gives_up_on_a_held_file(tmp_path: Path) -> None:
+    """`report --history` opens DuckDB read-only: it works on a file it may not write, and
+    when a writer holds the file it says so after a short wait instead of hanging."""
+    import duckdb
+
+    root = tmp_path / "root"
+    root.mkdir()
+    db = root / "fastdraft.duckdb"
+    duckdb.connect(str(db)).close()  # a file with no benchmark tables yet
+    before = db.read_bytes()
+    ok = fastdraft(root, "report", "--history")
+    assert ok.returncode == 0 and "0 draft versions" in ok.stdout, ok.stderr[-2000:]
+    assert db.read_bytes() == before  # nothing created or migrated by a report
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); "
+         "print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused(fastdraft(root, "report", "--history"), str(db), "held by another process")
+    finally:
+        holder.kill()
+        holder.wait()

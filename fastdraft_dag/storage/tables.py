@@ -46,6 +46,7 @@ SCHEMA = {
 
 
 LOCK_WAIT_SECONDS = 300.0
+READ_WAIT_SECONDS = 10.0  # a report gives up sooner: it says so and the user tries again
 
 
 class TableFileError(InputError):
@@ -59,7 +60,7 @@ def _named(db_path: Path, exc: Exception) -> TableFileError:
     return TableFileError(f"DuckDB file {str(db_path)!r}: {exc}")
 
 
-def _open(db_path: Path, wait: float) -> duckdb.DuckDBPyConnection:
+def _open(db_path: Path, wait: float, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the file, waiting while another process holds it.
 
     DuckDB lets one process at a time open a file read-write; a second one fails at once with
@@ -70,10 +71,15 @@ def _open(db_path: Path, wait: float) -> duckdb.DuckDBPyConnection:
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(db_path))
+            return duckdb.connect(str(db_path), read_only=read_only)
         except duckdb.Error as exc:
             locked = isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
-            if not locked or time.monotonic() > deadline:
+            if locked and time.monotonic() > deadline:
+                raise TableFileError(
+                    f"DuckDB file {str(db_path)!r} is held by another process (a run writing "
+                    f"its rows?) and stayed so for {wait:.0f} s; try again when it is done"
+                ) from exc
+            if not locked:
                 raise _named(db_path, exc) from exc
             time.sleep(delay + random.uniform(0, delay))
             delay = min(delay * 2, 1.0)
@@ -136,8 +142,12 @@ def record_rows(
     return len(rows)
 
 
-def query(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    con = connect(db_path)
+def query(
+    db_path: Path, sql: str, params: Sequence[Any] = (), read_only: bool = False
+) -> list[dict[str, Any]]:
+    """Rows as dicts. `read_only` (reports) opens the file without writing to it, so a
+    read-only root works, and gives up after READ_WAIT_SECONDS when a writer holds it."""
+    con = _open(Path(db_path), READ_WAIT_SECONDS, True) if read_only else connect(db_path)
     try:
         cur = con.execute(sql, list(params))
         names = [d[0] for d in cur.description]
@@ -179,12 +189,19 @@ def previous_acceptance(
     return rows[0]["artifact_version"], {r["task"]: r["alpha_greedy"] for r in rows}
 
 
-def benchmark_history(db_path: Path, target: str) -> list[dict[str, Any]]:
+def benchmark_history(db_path: Path, target: str, read_only: bool = False) -> list[dict[str, Any]]:
     """One row per graph benchmark of `target`, oldest first: when, which draft, its pooled
     greedy acceptance (PyTorch fp32 draft) and the pooled live speedups (best SD, best prompt
     lookup, the release's mode). What scheduled retraining should move; ad-hoc runs excluded."""
     if not Path(db_path).exists():
         return []
+    tables = query(
+        db_path,
+        "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'benchmark_%'",
+        read_only=read_only,
+    )
+    if {"benchmark_offline", "benchmark_wallclock"} - {t["table_name"] for t in tables}:
+        return []  # no benchmark recorded in this file yet
     return query(
         db_path,
         """
@@ -210,4 +227,5 @@ def benchmark_history(db_path: Path, target: str) -> list[dict[str, Any]]:
         ORDER BY r.created_at
         """,
         [target, target, target],
+        read_only=read_only,
     )
