@@ -179,9 +179,12 @@ def print_report(
     from fastdraft_dag.config.presets import load_profile
     from fastdraft_dag.reporting.tables import md_table, render_benchmark
     from fastdraft_dag.storage.artifacts import ArtifactStore
+    from fastdraft_dag.targets.registry import TargetRegistry
     from fastdraft_dag.targets.resolve import target_key
 
     prof = load_profile(profile, target or None, config_file or None)
+    if partition:
+        TargetRegistry(Path(root)).get(partition)  # a typo is named with the registered keys
     key = partition or target_key(prof.target)
     times = asset_times(root, key)
     print("\n## Per-asset build time (seconds, from each artifact's manifest)\n")
@@ -189,8 +192,14 @@ def print_report(
     if times[-1]["version"] == "missing":  # a partial --select: the table above is the report
         print(f"\nbenchmark_tables [{key}] not built yet: no benchmark table to print")
         return
-    art = ArtifactStore(Path(root)).latest("benchmark_tables", key)
-    tables = json.loads((art.path / "results.json").read_text())
+    try:
+        art = ArtifactStore(Path(root)).latest("benchmark_tables", key)
+        tables = json.loads((art.path / "results.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"benchmark_tables [{key}] under {root!r} is unreadable ({exc}); `fastdraft "
+            "artifacts verify` names the broken files, `fastdraft run` rebuilds it"
+        ) from exc
     print(f"\n## Benchmark: target {partition or prof.target}, profile {profile}\n")
     print(render_benchmark(tables))
 
@@ -261,6 +270,9 @@ def verify_command(args: argparse.Namespace) -> int:
     """Check every finished artifact under the root against its manifest; 1 if any is broken."""
     from fastdraft_dag.storage.artifacts import verify_root
 
+    if not Path(args.root).is_dir():
+        what = "is a file" if Path(args.root).exists() else "does not exist"
+        raise InputError(f"artifact root {args.root!r} {what}: nothing to verify")
     report = verify_root(Path(args.root), "sizes" if args.sizes_only else "all")
     for path, problems in report.items():
         print(f"{'ok     ' if not problems else 'BROKEN '} {path}")

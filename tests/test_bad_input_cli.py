@@ -162,3 +162,9 @@ def test_report_history_reads_without_writing_and_gives_up_on_a_held_file(tmp_pa
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_verify_refuses_a_root_that_is_missing_or_a_file(tmp_path: Path) -> None:
+    refused(fastdraft(tmp_path / "missing", "artifacts", "verify"), "does not exist")
+    (tmp_path / "file").write_text("x")
+    refused(fastdraft(tmp_path / "file", "artifacts", "verify"), "is a file")

@@ -165,6 +165,17 @@ def test_corrupted_shard_and_truncated_manifest_are_detected_on_reuse_and_rebuil
     assert ok.returncode == 0, ok.stdout[-2000:]
 
 
+def test_report_on_a_broken_benchmark_or_a_typo_partition_names_it(built, tmp_path):
+    root = _copy_root(built, tmp_path / "root")
+    typo = _run(root, "report", "--partition", "tiny-randon")
+    assert typo.returncode == 2 and "tiny-randon" in typo.stderr and "tiny-random" in typo.stderr
+    results = _latest(root, "benchmark_tables") / "results.json"
+    results.write_text(results.read_text()[:50])
+    broken = _run(root, "report")
+    assert broken.returncode == 2, broken.stdout[-2000:]
+    assert "benchmark_tables [tiny-random]" in broken.stderr and "Traceback" not in broken.stderr
+
+
 def _latest(root: Path, asset: str) -> Path:
     part = root / asset / ("shared" if asset == "filtered_corpora" else "tiny-random")
     return part / (part / "LATEST").read_text().strip()
