@@ -309,14 +309,20 @@ def bench_command(args: argparse.Namespace) -> int:
     from fastdraft_dag.resources.core_ultra import CoreUltraResource
     from fastdraft_dag.storage.artifacts import write_json_atomic
 
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"--out {args.out!r} is a file: name a folder (it holds results.json/md)")
     try:
+        ks = tuple(int(k) for k in args.ks.split(","))
+    except ValueError:
+        raise InputError(f"--ks {args.ks!r}: expected draft lengths like 2,3,4") from None
+    try:
+        prompts, _ = bench_prompt_set(args.per_family, args.prompts, setting="--per-family")
         pipeline, target = _bench_target(args)
         draft = locate_draft(Path(args.draft))
-        prompts, _ = bench_prompt_set(args.per_family, args.prompts, setting="--per-family")
         both = not args.offline and not args.live
         job = AdhocJob(
             target.name, target.path, target.revision, draft, prompts,
-            ks=tuple(int(k) for k in args.ks.split(",")), offline=args.offline or both,
+            ks=ks, offline=args.offline or both,
             live=args.live or both, max_new_tokens=args.max_new_tokens,
             target_format=args.target_format, draft_format=args.draft_format,
             threads=pipeline.profile.threads,

@@ -168,3 +168,19 @@ def test_verify_refuses_a_root_that_is_missing_or_a_file(tmp_path: Path) -> None
     refused(fastdraft(tmp_path / "missing", "artifacts", "verify"), "does not exist")
     (tmp_path / "file").write_text("x")
     refused(fastdraft(tmp_path / "file", "artifacts", "verify"), "is a file")
+
+
+def test_bench_checks_its_options_before_any_work(tmp_path: Path) -> None:
+    """--out naming a file, --ks that are not numbers and a --prompts directory are refused
+    before the benchmark runs (the first used to crash after the whole benchmark)."""
+    root = tmp_path / "root"
+    out = tmp_path / "out.txt"
+    out.write_text("keep me")
+    draft = ("--draft", str(tmp_path))
+    refused(fastdraft(root, "bench", *draft, "--out", str(out)), str(out), "is a file")
+    assert out.read_text() == "keep me"
+    refused(fastdraft(root, "bench", *draft, "--ks", "abc"), "--ks", "abc")
+    (tmp_path / "prompts").mkdir()
+    prompts = ("--prompts", str(tmp_path / "prompts"))
+    refused(fastdraft(root, "bench", *draft, *prompts), "is a directory")
+    assert not (root / "fastdraft.duckdb").exists()

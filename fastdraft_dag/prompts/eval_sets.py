@@ -209,6 +209,8 @@ def load_prompts_jsonl(path: Path, allow_empty: bool = False) -> tuple[list[dict
     `allow_empty` keeps rows whose prompt is blank, for a caller that counts them itself.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"prompts file {str(path)!r} is a directory: name the JSONL files in it")
     if not path.is_file():
         raise ValueError(f"prompts file {str(path)!r} does not exist")
     rows: list[dict[str, Any]] = []
