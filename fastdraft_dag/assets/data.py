@@ -70,8 +70,11 @@ def filtered_corpora(
         version,
         [{**s, "dropped": json.dumps(s["dropped"])} for s in stats],
         run_id,
+        art.manifest.get("built_at"),
     )
-    record_rows(pipeline.db_path, "corpus_funnel", version, funnel, run_id)
+    record_rows(
+        pipeline.db_path, "corpus_funnel", version, funnel, run_id, art.manifest.get("built_at")
+    )
     per_source = [{k: v for k, v in s.items() if k != "dropped"} for s in stats]
     drops = [
         {k: r[k] for k in ("source", "stage", "step", "docs", "bytes")}

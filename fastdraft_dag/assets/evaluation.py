@@ -219,10 +219,15 @@ def benchmark_tables(
     common = {"target": target.name, "draft_version": versions.get("aligned_draft", "")}
     target_format = settings.export.target_format
     offline_rows = [{**common, "target_precision": target_format, **r} for r in res.offline]
-    record_rows(pipeline.db_path, "benchmark_offline", version, offline_rows, context.run.run_id)
+    built = art.manifest.get("built_at")
+    record_rows(
+        pipeline.db_path, "benchmark_offline", version, offline_rows, context.run.run_id, built
+    )
     live_rows = wallclock_db_rows(res.wallclock, bench.sd_draft_format, target_format)
     wall_rows = [{**common, **r} for r in live_rows]
-    record_rows(pipeline.db_path, "benchmark_wallclock", version, wall_rows, context.run.run_id)
+    record_rows(
+        pipeline.db_path, "benchmark_wallclock", version, wall_rows, context.run.run_id, built
+    )
     previous_version, previous = previous_acceptance(pipeline.db_path, target.name, version)
     history = benchmark_history(pipeline.db_path, target.name)
     choice = res.choice

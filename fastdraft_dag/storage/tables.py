@@ -45,6 +45,10 @@ SCHEMA = {
 }
 
 
+# Which build of an artifact version wrote the rows (its manifest's built_at): a rebuild of the
+# same version (a corrupt copy set aside) replaces them, a reuse leaves them.
+SCHEMA = {table: f"{columns}, built_at VARCHAR" for table, columns in SCHEMA.items()}
+
 LOCK_WAIT_SECONDS = 300.0
 READ_WAIT_SECONDS = 10.0  # a report gives up sooner: it says so and the user tries again
 
@@ -105,13 +109,21 @@ def _columns(table: str) -> list[str]:
 
 
 def record_rows(
-    db_path: Path, table: str, artifact_version: str, rows: Sequence[dict[str, Any]], run_id: str
+    db_path: Path,
+    table: str,
+    artifact_version: str,
+    rows: Sequence[dict[str, Any]],
+    run_id: str,
+    built_at: str | None = None,
 ) -> int:
-    """Insert an artifact's rows once, in one transaction; a no-op if they are already there.
+    """Insert an artifact's rows once, in one transaction; a no-op if this build's rows are
+    already there.
 
     Called on every materialization, built or reused: a run that failed after building its
     artifact but before writing its rows gets them written by the next run, and a rerun never
-    duplicates them. Rows are stamped with the run that wrote them and the time, for history.
+    duplicates them. A rebuild of the same version (`built_at` differs from the rows') replaces
+    the old build's rows, so the report and the history agree. Rows are stamped with the run
+    that wrote them and the time, for history.
     """
     if table not in SCHEMA:
         raise ValueError(f"table {table!r}: unknown (known: {', '.join(SCHEMA)})")
@@ -120,16 +132,21 @@ def record_rows(
         "run_id": run_id,
         "created_at": datetime.datetime.now(),
         "artifact_version": artifact_version,
+        "built_at": built_at,
     }
     con = connect(db_path)
     try:
         con.execute("BEGIN")
-        present = con.execute(
-            f"SELECT count(*) FROM {table} WHERE artifact_version = ?", [artifact_version]
-        ).fetchone()[0]
-        if present or not rows:
+        present, old_build = con.execute(
+            f"SELECT count(*), any_value(built_at) FROM {table} WHERE artifact_version = ?",
+            [artifact_version],
+        ).fetchone()
+        same_build = built_at is None or old_build is None or old_build == built_at
+        if (present and same_build) or not rows:
             con.execute("ROLLBACK")
             return 0
+        if present:  # this version was rebuilt: the old build's rows go
+            con.execute(f"DELETE FROM {table} WHERE artifact_version = ?", [artifact_version])
         con.executemany(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
             [[{**row, **stamp}.get(c) for c in columns] for row in rows],

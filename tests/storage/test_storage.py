@@ -112,6 +112,23 @@ def test_record_rows_is_idempotent_per_artifact_and_stamps_runs(tmp_path):
     ]
 
 
+def test_a_rebuild_of_the_same_version_replaces_its_rows(tmp_path):
+    """A corrupt artifact rebuilt under the same version writes new figures: its rows replace
+    the old build's (the report reads the new build, the history must agree); a reuse of the
+    same build writes nothing."""
+    db = tmp_path / "fd.duckdb"
+    old = [{"source": "s", "domain": "text", "docs_in": 3, "docs_kept": 2, "dropped": "{}"}]
+    new = [{**old[0], "docs_kept": 1}, {**old[0], "source": "t"}]
+    assert record_rows(db, "corpus_stats", "v1", old, "run-1", built_at="t1") == 1
+    assert record_rows(db, "corpus_stats", "v1", new, "run-2", built_at="t1") == 0
+    assert record_rows(db, "corpus_stats", "v1", new, "run-3", built_at="t2") == 2
+    got = query(db, "SELECT source, docs_kept, run_id, built_at FROM corpus_stats ORDER BY source")
+    assert got == [
+        {"source": "s", "docs_kept": 1, "run_id": "run-3", "built_at": "t2"},
+        {"source": "t", "docs_kept": 2, "run_id": "run-3", "built_at": "t2"},
+    ]
+
+
 def test_unknown_table_is_named(tmp_path):
     with pytest.raises(ValueError, match="'nope'"):
         record_rows(tmp_path / "fd.duckdb", "nope", "v", [{}], "r")
