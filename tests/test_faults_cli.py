@@ -119,6 +119,48 @@ def test_kill_9_mid_training_then_a_plain_rerun_completes_with_no_orphan(built, 
     assert not _trainers(root)
 
 
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is `pid` (the pool workers of a run)."""
+    kids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            kids.append(int(proc.name))
+    return kids
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_kill_9_during_filtering_leaves_no_worker_and_no_held_lock(built, tmp_path):
+    """The corpus pool's workers used to be forked: they outlived a killed run and kept its
+    build lock, and the rerun waited forever on the dead pid. Spawned workers die with it."""
+    root = _copy_root(built, tmp_path / "root", drop=["filtered_corpora"])
+    log = open(tmp_path / "killed.log", "w")  # noqa: SIM115 - the child writes it
+    proc = subprocess.Popen(
+        _cmd(root, "run", "--select", "filtered_corpora"), env=_env(), stdout=log, stderr=log
+    )
+    _wait_for(lambda: len(_children(proc.pid)) >= 2, 300, "the filter pool's workers")
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _wait_for(lambda: not _alive(workers), 30, f"workers {workers} to die with the run")
+    rerun = _run(root, "run", "--select", "filtered_corpora", timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert read_artifact(_latest(root, "filtered_corpora")).metrics
+
+
 def test_two_concurrent_runs_without_dagster_home_give_each_kd_id_once(built, tmp_path):
     root = _copy_root(built, tmp_path / "root", drop=["synthetic_kd_dataset"])
     cmd = _cmd(root, "run", "--select", "synthetic_kd_dataset")

@@ -24,7 +24,6 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from fastdraft_dag.core.procs import worker_pool
 from fastdraft_dag.data import dedup, features
 from fastdraft_dag.data.dedup import DedupConfig
 from fastdraft_dag.data.filters import (
@@ -158,7 +158,7 @@ def run_units(plan: list[tuple[Unit, Path]], options: CorpusOptions) -> None:
                 _filter_unit_job(job)
                 bar.update()
             return
-        with ProcessPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             for _ in pool.map(_filter_unit_job, jobs):
                 bar.update()
 

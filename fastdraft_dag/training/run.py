@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -26,26 +25,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.procs import die_with_parent as core_die_with_parent
 from fastdraft_dag.storage.artifacts import exclusive_lock
 from fastdraft_dag.training.trainer import train
 
 PARENT_ENV = "FASTDRAFT_PARENT_PID"
-PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> bool:
-    """Get SIGTERM when the launching process dies; False (exit) if it is already gone.
-
-    Without this, `kill -9` of `fastdraft run` leaves the trainer running under PID 1, still
-    writing checkpoints. Linux only (prctl); elsewhere a no-op that returns True.
-    """
+    """Get SIGTERM (a checkpoint, then exit) when the launching process dies; False (exit) if
+    it is already gone. Without this, `kill -9` of `fastdraft run` leaves the trainer running
+    under PID 1, still writing checkpoints."""
     expected = os.environ.get(PARENT_ENV, "")
-    if not expected or not sys.platform.startswith("linux"):
-        return True
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
-        return True  # not permitted here: keep training rather than fail
-    return os.getppid() == int(expected)  # the parent died before prctl: nobody to report to
+    return not expected or core_die_with_parent(int(expected), signal.SIGTERM)
 
 
 def _checkpoint_lock(spec: dict[str, Any]) -> contextlib.AbstractContextManager:
