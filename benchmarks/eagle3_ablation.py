@@ -10,7 +10,7 @@ mean accepted chain, teacher-forced on the target's own features, greedy) and th
 acceptance. Variants: unroll length (ttt_steps), head vocabulary size, and corpus features mixed
 into the KD answers (the target prefilling corpus text instead of generating answers).
 
-`--curve` trains the default head at 1/4, 1/2, 1 and 2 budgets: acceptance against training
+`--curve` also trains the default head at 1/2 and 2 budgets: acceptance against training
 tokens, to show whether data or capacity limits it (as recipe_ablation.py does for the
 standalone draft). Offline figures only: nothing here is timed on the evaluation prompts, so it
 may run beside other work. Prints markdown tables; writes JSON under <root>/ablation-eagle3/.
@@ -41,7 +41,6 @@ def variants(base: Eagle3Config) -> dict[str, tuple[Eagle3Config, bool]]:
     return {
         "ttt3-8k (default)": (base, False),
         "ttt1-8k": (replace(base, ttt_steps=1), False),
-        "ttt5-8k": (replace(base, ttt_steps=5), False),
         "ttt3-4k": (replace(base, draft_vocab=4096), False),
         "ttt3-16k": (replace(base, draft_vocab=16384), False),
         "ttt3-8k+corpus": (base, True),
@@ -53,6 +52,8 @@ def build(name: str, cfg: Eagle3Config, corpus: bool, ctx: dict, out: Path, step
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     cfg = replace(cfg, stage=replace(cfg.stage, steps=steps, warmup_steps=min(20, steps // 5)))
+    if corpus and ctx["shards"] is None:
+        raise SystemExit("the corpus variant needs tokenized_shards: run `make run` first")
     mixed = Corpus(ctx["shards"], CORPUS_SHARE, dict(cfg.stage.mix)) if corpus else None
     t0 = time.perf_counter()
     m = train_head(
@@ -97,9 +98,11 @@ def main() -> None:
         table.append(build(name, cfg, corpus, ctx, work / slug, args.steps))
         print(md_table(table), flush=True)
         (work / "ablation.json").write_text(json.dumps(table, indent=2))
-    if args.curve:
-        curve = []
-        for factor in (0.25, 0.5, 1.0, 2.0):
+    if args.curve:  # the 1x point is the default variant above
+        curve = [
+            {**row, "variant": "x1.0"} for row in table if row["variant"].endswith("(default)")
+        ]
+        for factor in (0.5, 2.0):
             steps = max(4, int(args.steps * factor))
             curve.append(build(f"x{factor}", base, False, ctx, work / f"curve-{factor}", steps))
             print(md_table(curve), flush=True)

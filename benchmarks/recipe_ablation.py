@@ -156,6 +156,13 @@ def evaluate(aligned: Path, fig: dict, ctx, args) -> dict:
     return fig
 
 
+def _latest_or_none(store: ArtifactStore, asset: str, key: str) -> Path | None:
+    try:
+        return store.latest(asset, key).path
+    except FileNotFoundError:
+        return None
+
+
 def kd_context(root: Path) -> tuple[Profile, dict, list[dict]]:
     """The default profile, its built target, KD answers and shards under `root`, and the KD
     rows: what every ablation trains on."""
@@ -170,7 +177,7 @@ def kd_context(root: Path) -> tuple[Profile, dict, list[dict]]:
     rows = read_rows(kd / "kd.jsonl")[0]
     ctx = {
         "target": target, "kd": kd, "threads": profile.threads,
-        "shards": store.latest("tokenized_shards", key).path,
+        "shards": _latest_or_none(store, "tokenized_shards", key),
         "responses": response_token_ids(rows, tok), "eot": end_of_turn_ids(target, tok),
     }  # fmt: skip
     return profile, ctx, rows
