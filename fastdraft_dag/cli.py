@@ -511,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "targets", "bench"):
         check_root(args.root)
+    elif not str(getattr(args, "root", "x")).strip():
+        raise InputError("--root / FASTDRAFT_HOME is empty; name the artifact root")
     if args.command == "targets":
         return targets_command(args)
     if args.command == "bench":

@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def fastdraft(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "FASTDRAFT_"))}
-    where = [] if args[:2] == ("config", "show") else ["--root", str(root)]
+    where = (
+        [] if args[:2] == ("config", "show") else ["--root", "" if root == Path("") else str(root)]
+    )
     return subprocess.run(
         [sys.executable, "-m", "fastdraft_dag.cli", *args, "--profile", "tiny", *where],
         env={**clean, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", **env},
@@ -184,3 +186,8 @@ def test_bench_checks_its_options_before_any_work(tmp_path: Path) -> None:
     prompts = ("--prompts", str(tmp_path / "prompts"))
     refused(fastdraft(root, "bench", *draft, *prompts), "is a directory")
     assert not (root / "fastdraft.duckdb").exists()
+
+
+def test_an_empty_root_is_refused_not_the_working_directory(tmp_path: Path) -> None:
+    for args in (("report",), ("run",), ("artifacts", "verify")):
+        refused(fastdraft(Path(""), *args), "FASTDRAFT_HOME is empty")

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+from fastdraft_dag.core.errors import InputError
+
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -18,7 +20,14 @@ TOKENIZER_FILES = (
 def _describe(tokenizer_dir: Path) -> dict[str, object]:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    except Exception as exc:  # a truncated tokenizer.json fails inside the Rust parser
+        files = ", ".join(n for n in TOKENIZER_FILES if (Path(tokenizer_dir) / n).is_file())
+        raise InputError(
+            f"tokenizer in {str(tokenizer_dir)!r} cannot be loaded ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); its files: {files or 'none'}"
+        ) from exc
     return {
         "vocabulary": tok.get_vocab(),
         "special tokens": {k: str(v) for k, v in tok.special_tokens_map.items()},
@@ -43,8 +52,19 @@ def tokenizer_differences(candidate_dir: Path, target_dir: Path) -> list[str]:
                 f"{len(missing)} missing, {moved} with other ids"
             )
         else:
-            out.append(f"{field}: {json.dumps(va)[:120]} vs {json.dumps(vb)[:120]}")
+            out.append(f"{field}: {first_difference(json.dumps(va), json.dumps(vb))}")
     return out
+
+
+def first_difference(a: str, b: str, context: int = 40) -> str:
+    """Where two texts part, with a little context on each side: two long templates that
+    differ in one clause otherwise print as identical excerpts."""
+    i = next((n for n, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    lo = max(0, i - context)
+    return (
+        f"differ at character {i} of {len(a)} vs {len(b)}: "
+        f"{a[lo : i + context]!r} vs {b[lo : i + context]!r}"
+    )
 
 
 def copy_tokenizer_files(src_dir: Path, out_dir: Path) -> list[str]:

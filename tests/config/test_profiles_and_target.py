@@ -11,6 +11,7 @@ import pytest
 
 from fastdraft_dag.config import presets as profiles
 from fastdraft_dag.config.presets import ProfileError, load_profile
+from fastdraft_dag.core.errors import InputError
 from fastdraft_dag.core.tokenizers import tokenizer_differences
 from fastdraft_dag.targets.resolve import (
     EMBEDDED_NAME,
@@ -99,6 +100,16 @@ def test_tokenizer_mismatch_is_described(target_dir, tmp_path):
     (other / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
     diffs = tokenizer_differences(other, target_dir)
     assert len(diffs) == 1 and diffs[0].startswith("chat template")
+    # one clause changed deep inside the real template: the message shows where, not two
+    # identical 120-character openings
+    real = (Path(target_dir) / "chat_template.jinja").read_text()
+    cut = len(real) // 2
+    (other / "chat_template.jinja").write_text(real[:cut] + "EXTRA" + real[cut:])
+    (diff,) = tokenizer_differences(other, target_dir)
+    assert "EXTRA" in diff and f"at character {len(json.dumps(real[:cut])) - 1} " in diff
+    (other / "tokenizer.json").write_text((Path(target_dir) / "tokenizer.json").read_text()[:500])
+    with pytest.raises(InputError, match=f"{other}.*cannot be loaded.*tokenizer.json"):
+        tokenizer_differences(other, target_dir)
 
 
 def test_a_target_that_needs_remote_code_is_refused_naming_its_config(tmp_path):
