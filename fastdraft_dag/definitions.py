@@ -23,6 +23,7 @@ from fastdraft_dag.core.env import env_float
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
+from fastdraft_dag.storage.artifacts import verify_level
 
 ASSET_MODULES = (target, data, training, alignment, eagle3, export, evaluation)
 
@@ -64,6 +65,7 @@ def build_defs(
     tz = ops.validate_timezone(
         "FASTDRAFT_CRON_TZ", cron_timezone or env("FASTDRAFT_CRON_TZ", ops.DEFAULT_TIMEZONE)
     )
+    verify_level()  # FASTDRAFT_VERIFY, read again by each asset's store
     if acceptance_tolerance is None:
         acceptance_tolerance = env_float("FASTDRAFT_ACCEPTANCE_TOLERANCE", 0.02, 0.0)
     pipeline = FastDraftPipeline(

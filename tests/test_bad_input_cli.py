@@ -68,6 +68,7 @@ ENV_CASES = [
     ("FASTDRAFT_RETRAIN_CRON", "bogus"),
     ("FASTDRAFT_CRON_TZ", "Mars/Olympus"),
     ("FASTDRAFT_SOURCES", "/no/such/sources.yaml"),
+    ("FASTDRAFT_VERIFY", "bogus"),
 ]
 
 

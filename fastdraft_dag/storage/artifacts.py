@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.errors import ConfigError
+
 MANIFEST = "manifest.json"
 VERIFY_LEVELS = ("sizes", "consumed", "all")
 LOW_SPACE_BYTES = 16 << 20  # below this after a failure, the failure is taken as a full disk
@@ -196,6 +198,15 @@ def _holder(fd: int, patience: float = 1.0) -> str:
         time.sleep(0.02)
 
 
+def verify_level(value: str = "") -> str:
+    """What a reuse checks: `value`, else FASTDRAFT_VERIFY, else "consumed"; checked when the
+    Definitions are built, so a typo fails once, not asset by asset with retries."""
+    level = value or os.environ.get("FASTDRAFT_VERIFY", "") or "consumed"
+    if level not in VERIFY_LEVELS:
+        raise ConfigError(f"FASTDRAFT_VERIFY={level!r}: expected one of {', '.join(VERIFY_LEVELS)}")
+    return level
+
+
 class ArtifactStore:
     """The artifact root: `<root>/<asset>/<partition>/<version>/` plus a `latest` pointer.
 
@@ -204,11 +215,7 @@ class ArtifactStore:
 
     def __init__(self, root: Path, verify: str = "") -> None:
         self.root = Path(root)
-        self.verify = verify or os.environ.get("FASTDRAFT_VERIFY", "") or "consumed"
-        if self.verify not in VERIFY_LEVELS:
-            raise ValueError(
-                f"FASTDRAFT_VERIFY={self.verify!r}: expected one of {', '.join(VERIFY_LEVELS)}"
-            )
+        self.verify = verify_level(verify)
 
     def directory(self, asset: str, partition: str, version: str) -> Path:
         return self.root / asset / partition / version
