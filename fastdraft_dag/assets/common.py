@@ -32,7 +32,7 @@ CONSUMED: dict[str, tuple[str, ...]] = {
     "aligned_draft": ("model.safetensors", "config.json", "draft_vocab.json", "tokenizer*"),
     "eagle3_head": ("model.safetensors", "config.json", "eagle3_layers.json", "tokenizer*"),
     "openvino_ir": ("*/*.xml", "*/*.bin"),
-    "benchmark_tables": ("results.json",),
+    "benchmark_tables": ("results.json", "release/*"),  # what users load is checked on reuse
 }
 # Failures a retry cannot fix: the step fails at once instead of waiting out its retries.
 PERMANENT_ERRORS = (ManifestError, ArtifactCorruptError, DiskFullError, TableFileError)

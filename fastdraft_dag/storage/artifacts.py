@@ -268,6 +268,9 @@ class ArtifactStore:
         )
         final = self.directory(asset, partition, version)
         with exclusive_lock(self.root / ".locks" / asset / partition / f"{version}.lock", log):
+            # a builder killed with -9 left its temporary: with the lock held, nobody owns it
+            for stale in final.parent.glob(f".{version}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             reused = self._reusable(final, consumed, log)
             if reused is not None:
                 self._point_latest(asset, partition, version)

@@ -59,6 +59,16 @@ def test_changed_config_is_a_new_version(tmp_path):
     assert a.path != b.path and store.latest("a", "p").path == b.path
 
 
+def test_a_killed_builders_temporary_is_removed_by_the_next_build(tmp_path):
+    """kill -9 skips the cleanup: the next builder of that version, holding its lock, removes
+    the stale `.<version>.tmp-*` directory (reused or rebuilt alike)."""
+    store = ArtifactStore(tmp_path)
+    art = _build(store, "x")
+    stale = art.path.with_name(f".{art.path.name}.tmp-deadbeef")
+    (stale / "half").mkdir(parents=True)
+    assert _build(store, "x").reused and not stale.exists()
+
+
 def test_failed_build_leaves_previous_artifact_and_no_partial(tmp_path):
     store = ArtifactStore(tmp_path)
     good = _build(store, "good")
@@ -293,3 +303,26 @@ def test_benchmark_history_orders_graph_runs_and_leaves_out_adhoc(tmp_path: Path
     assert [r["sd_speedup"] for r in rows] == pytest.approx([0.8, 1.1])  # the best k
     assert rows[0]["lookup_speedup"] == pytest.approx(1.2) and rows[0]["plain_tok_s"] == 100.0
     assert benchmark_history(db, "other") == [] and benchmark_history(tmp_path / "no.db", "t") == []
+
+
+def test_reuse_checksums_the_shipped_release_folder(tmp_path):
+    """The release folder is what users load: a reuse of benchmark_tables checks every file in
+    it, not only results.json."""
+    from fastdraft_dag.assets.common import CONSUMED
+
+    store = ArtifactStore(tmp_path)
+
+    def build(out: Path) -> dict:
+        (out / "results.json").write_text("{}")
+        (out / "release" / "draft-ir").mkdir(parents=True)
+        (out / "release" / "draft-ir" / "openvino_model.bin").write_bytes(b"weights")
+        return {}
+
+    def run():
+        return store.build("benchmark_tables", "p", code_version="1", config={}, inputs={},
+                           build=build, consumed=CONSUMED["benchmark_tables"])  # fmt: skip
+
+    art = run()
+    (art.path / "release" / "draft-ir" / "openvino_model.bin").write_bytes(b"weightz")
+    again = run()
+    assert not again.reused and list(tmp_path.glob("benchmark_tables/p/.*.bad-*"))
