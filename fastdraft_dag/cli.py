@@ -274,12 +274,20 @@ def verify_command(args: argparse.Namespace) -> int:
         what = "is a file" if Path(args.root).exists() else "does not exist"
         raise InputError(f"artifact root {args.root!r} {what}: nothing to verify")
     report = verify_root(Path(args.root), "sizes" if args.sizes_only else "all")
+    broken = superseded = 0
     for path, problems in report.items():
-        print(f"{'ok     ' if not problems else 'BROKEN '} {path}")
+        latest = Path(path).parent / "LATEST"
+        current = not latest.is_file() or latest.read_text().strip() == Path(path).name
+        label = "ok     " if not problems else "BROKEN " if current else "old    "
+        print(f"{label} {path}{'' if current or not problems else ' (superseded: not used)'}")
         for problem in problems:
             print(f"          {problem}")
-    broken = sum(1 for p in report.values() if p)
-    print(f"\n{len(report)} artifacts under {args.root}, {broken} broken")
+        broken += bool(problems) and current
+        superseded += bool(problems) and not current
+    print(
+        f"\n{len(report)} artifacts under {args.root}, {broken} broken"
+        + (f", {superseded} superseded ones broken (safe to delete)" if superseded else "")
+    )
     return 1 if broken else 0
 
 

@@ -192,3 +192,26 @@ def test_bench_checks_its_options_before_any_work(tmp_path: Path) -> None:
 def test_an_empty_root_is_refused_not_the_working_directory(tmp_path: Path) -> None:
     for args in (("report",), ("run",), ("artifacts", "verify")):
         refused(fastdraft(Path(""), *args), "FASTDRAFT_HOME is empty")
+
+
+def test_verify_fails_on_what_is_used_not_on_a_superseded_broken_version(tmp_path: Path) -> None:
+    from fastdraft_dag.storage.artifacts import ArtifactStore
+
+    root = tmp_path / "root"
+    store = ArtifactStore(root)
+
+    def build(text: str):
+        def write(out: Path) -> dict:
+            (out / "data.txt").write_text(text)
+            return {}
+
+        return store.build("a", "p", code_version="1", config={"t": text}, inputs={}, build=write)
+
+    old, new = build("old"), build("new")  # LATEST -> new
+    (old.path / "data.txt").write_text("bad")
+    result = fastdraft(root, "artifacts", "verify")
+    assert result.returncode == 0, result.stdout
+    assert "superseded" in result.stdout and str(old.path) in result.stdout
+    (new.path / "data.txt").write_text("bad")
+    result = fastdraft(root, "artifacts", "verify")
+    assert result.returncode == 1 and f"BROKEN  {new.path}" in result.stdout
