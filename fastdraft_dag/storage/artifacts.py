@@ -282,7 +282,7 @@ class ArtifactStore:
                 self._build_into(tmp, final, build, asset, partition, version,
                                  code_version, config, inputs, recipe)  # fmt: skip
             except BaseException as exc:
-                full = _is_disk_full(exc, tmp.parent)
+                full = is_disk_full(exc, tmp.parent)
                 error = self._disk_full(asset, partition, tmp, exc) if full else None
                 if not resumable:
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -344,7 +344,8 @@ class ArtifactStore:
     ) -> DiskFullError:
         """ENOSPC (or a C++ stream error on a full disk) as an error naming the path and the need."""
         free = shutil.disk_usage(tmp.parent).free / 2**20
-        need = f"more than the {sum(file_sizes(tmp).values()) / 2**20:.1f} MiB it wrote"
+        wrote = sum(file_sizes(tmp).values()) / 2**20 if tmp.exists() else 0.0
+        need = f"more than the {wrote:.1f} MiB it wrote" if wrote else "more than is free"
         try:
             last = self.latest(asset, partition).manifest.get("sizes", {})
             need = f"about {sum(last.values()) / 2**20:.1f} MiB (its last build's size)"
@@ -375,7 +376,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _is_disk_full(exc: BaseException, where: Path) -> bool:
+def is_disk_full(exc: BaseException, where: Path) -> bool:
     """ENOSPC, or any failure (OpenVINO's C++ writers say `basic_ios::clear`) on a near-full disk."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return True

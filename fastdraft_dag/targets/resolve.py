@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastdraft_dag.core.errors import InputError
+from fastdraft_dag.storage.artifacts import is_disk_full
 from fastdraft_dag.targets.tiny import build_tiny_target
 
 EMBEDDED_NAME = "embedded:smollm2-135m-instruct"
@@ -186,8 +187,16 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
             json.dumps({"gguf": gguf.name, "sha256": EMBEDDED_SHA256}, indent=2)
         )
         os.replace(tmp, out) if not out.exists() else shutil.rmtree(tmp)
-    except BaseException:
+    except BaseException as exc:
+        full = is_disk_full(exc, out.parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            free = shutil.disk_usage(out.parent).free / 2**20
+            need = 2 * gguf.stat().st_size / 2**20  # fp32 safetensors of an fp16 GGUF
+            raise TargetError(
+                f"no space left converting {gguf.name} into {out.parent}: {free:.0f} MiB free, "
+                f"the converted model needs about {need:.0f} MiB ({type(exc).__name__}: {exc})"
+            ) from exc
         raise
 
 
