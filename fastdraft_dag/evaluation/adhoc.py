@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.core.tokenizers import TOKENIZER_FILES
+from fastdraft_dag.draft.eagle3 import is_eagle3_dir
 from fastdraft_dag.evaluation.benchmark import BenchDevice
 from fastdraft_dag.evaluation.live import choose_k
 from fastdraft_dag.evaluation.modes import choose_mode
@@ -48,6 +49,11 @@ def locate_draft(path: Path) -> AdhocDraft:
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"--draft {path}: not a directory")
+    if is_eagle3_dir(path):
+        raise ValueError(
+            f"--draft {path}: an EAGLE-3 head (a release whose chosen mode is eagle3); "
+            "`fastdraft bench` scores standalone drafts: pass the aligned_draft artifact"
+        )
     hf = path if (path / "config.json").is_file() and any(path.glob("*.safetensors")) else None
     ir = next((p for p in (path, path / "draft-ir") if (p / "openvino_model.xml").is_file()), None)
     if hf is None and ir is None:

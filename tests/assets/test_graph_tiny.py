@@ -18,6 +18,8 @@ from fastdraft_dag.assets.automation import ensure_default_target
 from fastdraft_dag.cli import ORDER
 from fastdraft_dag.config import presets as profiles
 from fastdraft_dag.definitions import build_defs
+from fastdraft_dag.draft.eagle3 import is_eagle3_dir, load_head
+from fastdraft_dag.evaluation.adhoc import locate_draft
 from fastdraft_dag.storage.artifacts import ArtifactStore
 from fastdraft_dag.storage.tables import query
 
@@ -490,7 +492,10 @@ def test_release_loads_as_is_and_its_snippets_decode_like_plain(tiny, tmp_path):
     card = (release / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\n") and "license: apache-2.0" in card
     assert "- speculative-decoding" in card
-    AutoModelForCausalLM.from_pretrained(release)  # loads as-is
+    if is_eagle3_dir(release):  # the head won: the folder is the SGLang/vLLM layout
+        load_head(release)
+    else:
+        AutoModelForCausalLM.from_pretrained(release)  # loads as-is
     hf_config = json.loads((release / "generation_config.json").read_text())
     choice = json.loads((release / "release.json").read_text())
     plain = {"mode": "plain", "k": None}
@@ -529,6 +534,10 @@ def test_fastdraft_bench_scores_any_draft_on_user_prompts(tiny, tmp_path, capsys
     root, _, _, _ = tiny
     store = ArtifactStore(root)
     release = store.latest("benchmark_tables", "tiny-random").path / "release"
+    if is_eagle3_dir(release):  # the head won on this host: bench scores standalone drafts
+        with pytest.raises(ValueError, match="an EAGLE-3 head"):
+            locate_draft(release)
+        release = store.latest("aligned_draft", "tiny-random").path
     kd_row = next(
         json.loads(line)
         for line in (store.latest("synthetic_kd_dataset", "tiny-random").path / "kd.jsonl")
