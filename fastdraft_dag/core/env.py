@@ -12,29 +12,25 @@ from collections.abc import Mapping
 from fastdraft_dag.core.errors import ConfigError
 
 
-def env_int(name: str, default: int, minimum: int, env: Mapping[str, str] = os.environ) -> int:
+def _number(name: str, default: float, minimum: float, kind: type, env: Mapping[str, str]):
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    what = "an integer" if kind is int else "a number"
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected an integer >= {minimum}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r}: expected an integer >= {minimum}")
+        raise ConfigError(f"{name}={raw!r}: expected {what} >= {minimum}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ConfigError(f"{name}={raw!r}: expected {what} >= {minimum}")
     return value
+
+
+def env_int(name: str, default: int, minimum: int, env: Mapping[str, str] = os.environ) -> int:
+    return _number(name, default, minimum, int, env)
 
 
 def env_float(
     name: str, default: float, minimum: float, env: Mapping[str, str] = os.environ
 ) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a number >= {minimum}") from None
-    if not value >= minimum:  # also refuses nan
-        raise ConfigError(f"{name}={raw!r}: expected a number >= {minimum}")
-    return value
+    return _number(name, default, minimum, float, env)
