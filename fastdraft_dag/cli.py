@@ -24,6 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastdraft_dag.assets.automation import TARGET_CHAIN
+from fastdraft_dag.assets.common import INTERRUPTED, INTERRUPTED_RUNS
 from fastdraft_dag.core.errors import InputError
 
 ORDER = ("filtered_corpora", *TARGET_CHAIN)
@@ -87,7 +88,7 @@ def materialize_all(
         instance=instance, partition_key=key, raise_on_error=False, tags=tags
     )
     if not observed.success:
-        print(f"observing target_model [{key}] failed", file=sys.stderr)
+        print(f"observing target_model [{key}] failed: {failure_reason(observed)}", file=sys.stderr)
         return False
     if stale_only:
         stale = set(stale_asset_keys(defs, instance, key))
@@ -109,6 +110,19 @@ def materialize_all(
         tags=tags,
     )
     return result.success
+
+
+def failure_reason(result) -> str:
+    """The first line of the innermost error of a failed run's first failed step: the user's
+    exception (a TargetError naming the folder, say), not Dagster's wrapper around it."""
+    failures = result.get_step_failure_events()
+    if not failures:
+        return "see the log above"
+    error = failures[0].step_failure_data.error
+    while error.cause is not None:
+        error = error.cause
+    first = error.message.strip().split("\n")[0]
+    return first.split(f"{error.cls_name}: ", 1)[-1]  # "dagster...Failure: why" -> "why"
 
 
 def selected_keys(graph, selection: str) -> list:
@@ -542,7 +556,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.stale_only,
             args.config,
         )
-        print(f"\nrun {'succeeded' if ok else 'FAILED'} in {time.time() - started:.0f} s")
+        took = f"{time.time() - started:.0f} s"
+        if INTERRUPTED_RUNS:
+            print(f"\nrun {INTERRUPTED} ({took})", file=sys.stderr)
+            return 130  # what a shell reports for a command ended by Ctrl-C
+        print(f"\nrun {'succeeded' if ok else 'FAILED'} in {took}")
         if not ok:
             return 1
     if getattr(args, "history", False):

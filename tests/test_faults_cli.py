@@ -180,6 +180,37 @@ def test_two_concurrent_runs_without_dagster_home_give_each_kd_id_once(built, tm
     assert partials == []  # one builder finished; the other reused its result
 
 
+LONGER_KD = """base: tiny
+kd: {n_instruction: 120, n_code: 120, max_new_tokens: 96}
+"""
+
+
+def test_ctrl_c_during_kd_generation_stops_the_run_and_a_rerun_resumes(built, tmp_path):
+    """Dagster turned Ctrl-C inside the KD step (which has a retry policy) into a retry, and the
+    OpenVINO backend only saw it after a whole chunk: the run went on and exited 0."""
+    root = _copy_root(built, tmp_path / "root")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(LONGER_KD)
+    cmd = [*_cmd(root, "run", "--select", "synthetic_kd_dataset"), "--config", str(recipe)]
+    log = open(tmp_path / "interrupted.log", "w+")  # noqa: SIM115 - the child writes it
+    proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=log, start_new_session=True)
+    part = root / "synthetic_kd_dataset" / "tiny-random"
+    rows = lambda: [f for f in part.glob(".*.partial/kd.jsonl") if f.stat().st_size]  # noqa: E731
+    _wait_for(lambda: rows() or proc.poll() is not None, 300, "the first KD rows")
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole group
+    assert proc.wait(timeout=60) == 130
+    log.seek(0)
+    out = log.read()
+    assert "run interrupted (Ctrl-C or cancel)" in out and "STEP_UP_FOR_RETRY" not in out
+    kept = len(rows()[0].read_text().splitlines())  # still a partial: nothing was published
+
+    rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=420)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    metrics = read_artifact(_latest(root, "synthetic_kd_dataset")).metrics
+    assert metrics["skipped_existing"] == kept > 0  # the rows written before Ctrl-C were kept
+
+
 def test_corrupted_shard_and_truncated_manifest_are_detected_on_reuse_and_rebuilt(built, tmp_path):
     root = _copy_root(built, tmp_path / "root")
     shards = read_artifact(_latest(root, "tokenized_shards"))
@@ -240,3 +271,28 @@ def test_full_disk_during_export_names_the_path(built, tmp_path):
         full.stderr + full.stdout
     )
     assert "MiB free, it needs" in full.stderr + full.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_disk_while_converting_the_embedded_target_names_folder_and_sizes(tmp_path):
+    """It was a raw "os error 28" with no path, and the CLI said only "observing ... failed"."""
+    targets = tmp_path / "root" / "targets"
+    targets.mkdir(parents=True)
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(targets)]
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
+    try:
+        cmd = [*_cmd(tmp_path / "root", "run"), "--profile", "default"]  # the embedded target
+        full = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        left = list((targets / "embedded").iterdir())
+    finally:
+        subprocess.run(["umount", "-l", str(targets)])
+    assert full.returncode == 1
+    line = next(x for x in full.stderr.splitlines() if x.startswith("observing target_model"))
+    assert (
+        f"no space left converting SmolLM2-135M-Instruct.Q4_1.gguf into {targets / 'embedded'}"
+        in line
+    )
+    assert "MiB free, the converted model needs about" in line and "os error 28" in line
+    assert left == []  # the half-written conversion was removed

@@ -36,15 +36,28 @@ CONSUMED: dict[str, tuple[str, ...]] = {
 }
 # Failures a retry cannot fix: the step fails at once instead of waiting out its retries.
 PERMANENT_ERRORS = (ManifestError, ArtifactCorruptError, DiskFullError, TableFileError)
+# Runs stopped by Ctrl-C or a cancel: their later steps do not start (the CLI exits 130).
+INTERRUPTED_RUNS: set[str] = set()
+INTERRUPTED = "interrupted (Ctrl-C or cancel); its partial work is kept and a rerun resumes from it"
 
 
 @contextmanager
-def fail_fast_on_permanent_errors() -> Iterator[None]:
-    """Turn a permanent error into a Failure with retries off (retry policies are for transients)."""
+def fail_fast_on_permanent_errors(run_id: str = "") -> Iterator[None]:
+    """Turn a permanent error into a Failure with retries off (retry policies are for transients).
+
+    An interrupt is one too: Dagster turns Ctrl-C inside a step with a retry policy into a
+    retry, so the run went on after the user stopped it. Here it fails the step for good, and
+    the run's later steps refuse to start.
+    """
+    if run_id in INTERRUPTED_RUNS:
+        raise dg.Failure(description=f"not started: the run was {INTERRUPTED}", allow_retries=False)
     try:
         yield
     except PERMANENT_ERRORS as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as exc:
+        INTERRUPTED_RUNS.add(run_id)
+        raise dg.Failure(description=INTERRUPTED, allow_retries=False) from exc
 
 
 def build_artifact(
@@ -61,7 +74,7 @@ def build_artifact(
     else built (a broken copy is set aside with a warning naming the bad files). Its manifest
     keeps the run's whole recipe (`fastdraft config show --artifact`)."""
     asset = context.asset_key.to_user_string()
-    with fail_fast_on_permanent_errors():
+    with fail_fast_on_permanent_errors(context.run_id):
         return pipeline.store.build(
             asset,
             partition,

@@ -171,7 +171,11 @@ def ov_generation_config(max_new_tokens: int, request: Request, eos: list[int]) 
 
 
 class OpenVINOBackend:
-    """`ContinuousBatchingPipeline` over the target's IR; `max_seqs` sequences in flight."""
+    """`ContinuousBatchingPipeline` over the target's IR; `max_seqs` sequences in flight.
+
+    Driven step by step (`add_request`, `step`) rather than by one `generate` call per chunk, so
+    a Ctrl-C lands within one decoding step instead of after the whole chunk (same outputs).
+    """
 
     name = "openvino"
 
@@ -196,7 +200,26 @@ class OpenVINOBackend:
         import numpy as np
         import openvino as ov
 
-        tensors = [ov.Tensor(np.asarray([r.ids], dtype=np.int64)) for r in requests]
-        configs = [ov_generation_config(self.max_new_tokens, r, self.eos) for r in requests]
-        results = self.pipe.generate(tensors, configs)
-        return [list(r.m_generation_ids[0]) if r.m_generation_ids else [] for r in results]
+        handles = [
+            self.pipe.add_request(
+                i,
+                ov.Tensor(np.asarray([r.ids], dtype=np.int64)),
+                ov_generation_config(self.max_new_tokens, r, self.eos),
+            )
+            for i, r in enumerate(requests)
+        ]
+        try:  # one token per sequence a step: Python (and Ctrl-C) runs between steps
+            while self.pipe.has_non_finished_requests():
+                self.pipe.step()
+        except BaseException:
+            self._cancel(handles)
+            raise
+        outputs = [h.read_all() for h in handles]
+        return [list(o[0].generated_ids) if o else [] for o in outputs]
+
+    def _cancel(self, handles: list[Any]) -> None:
+        """Free what the stopped requests hold, so the pipeline can be used (or closed) cleanly."""
+        for h in handles:
+            h.cancel()
+        while self.pipe.has_non_finished_requests():
+            self.pipe.step()

@@ -173,9 +173,11 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
+    need = 4 * gguf.stat().st_size  # a floor until the model is loaded (a GGUF is quantized)
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        need = model.num_parameters() * model.dtype.itemsize
         # save_pretrained refuses a GGUF-loaded model while it still looks quantized.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -192,10 +194,10 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if full:
             free = shutil.disk_usage(out.parent).free / 2**20
-            need = 2 * gguf.stat().st_size / 2**20  # fp32 safetensors of an fp16 GGUF
             raise TargetError(
                 f"no space left converting {gguf.name} into {out.parent}: {free:.0f} MiB free, "
-                f"the converted model needs about {need:.0f} MiB ({type(exc).__name__}: {exc})"
+                f"the converted model needs about {need / 2**20:.0f} MiB "
+                f"({type(exc).__name__}: {exc})"
             ) from exc
         raise
 
