@@ -14,13 +14,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def fastdraft(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+def fastdraft(
+    root: Path, *args: str, profile: str = "tiny", **env: str
+) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "FASTDRAFT_"))}
     where = (
         [] if args[:2] == ("config", "show") else ["--root", "" if root == Path("") else str(root)]
     )
     return subprocess.run(
-        [sys.executable, "-m", "fastdraft_dag.cli", *args, "--profile", "tiny", *where],
+        [sys.executable, "-m", "fastdraft_dag.cli", *args, "--profile", profile, *where],
         env={**clean, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", **env},
         capture_output=True,
         text=True,
@@ -107,6 +109,13 @@ def test_unknown_selection_partition_and_target_are_named_at_once(tmp_path: Path
     refused(fastdraft(root, "run", "--partition", "no-such-target"), "no-such-target")
     refused(fastdraft(root, "run", "--target", "/no/such/dir"), "/no/such/dir")
     assert not (root / "filtered_corpora").exists()
+
+
+def test_a_hub_target_that_cannot_be_reached_is_named(tmp_path: Path) -> None:
+    """The paper profile's target is a hub id: offline, one line naming it, nothing registered."""
+    result = fastdraft(tmp_path / "root", "run", profile="paper", HF_HUB_OFFLINE="1")
+    refused(result, "microsoft/Phi-3-mini-4k-instruct", "cannot be resolved on the hub")
+    assert not (tmp_path / "root" / "targets.json").exists()
 
 
 def test_a_corrupt_registry_and_duckdb_file_are_named(tmp_path: Path) -> None:
