@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 bench-eagle3-trees report test ui lint format clean browser
+.PHONY: install home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 bench-eagle3-trees bench-eagle3-features report test ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -58,6 +58,9 @@ bench-eagle3: install  ## EAGLE-3 head levers side by side at one step budget (n
 
 bench-eagle3-trees: install  ## EAGLE-3 chain vs tree drafting, live, interleaved (needs `make run` first)
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/eagle3_trees.py
+
+bench-eagle3-features: install  ## target forward per training token: PyTorch fp32 vs OpenVINO IR (needs `make run` first)
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/eagle3_features.py
 
 report: install  ## print the last benchmark table again
 	$(BIN)/fastdraft report --profile $(PROFILE)

@@ -78,6 +78,10 @@ def build(name: str, cfg: Eagle3Config, corpus: bool, ctx: dict, out: Path, step
     return fig
 
 
+def _load(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -92,12 +96,14 @@ def main() -> None:
     work = args.root / "ablation-eagle3"
     chosen = [v for v in variants(base).items()
               if not args.variants or any(v[0].startswith(p) for p in args.variants.split(","))]  # fmt: skip
-    table = []
+    saved = work / "ablation.json"  # rows of earlier runs stay unless their variant is rerun
+    names = {name for name, _ in chosen}
+    table = [r for r in _load(saved) if r["variant"] not in names and r["steps"] == args.steps]
     for name, (cfg, corpus) in chosen:
         slug = "".join(c if c.isalnum() else "-" for c in name)
         table.append(build(name, cfg, corpus, ctx, work / slug, args.steps))
         print(md_table(table), flush=True)
-        (work / "ablation.json").write_text(json.dumps(table, indent=2))
+        saved.write_text(json.dumps(table, indent=2))
     if args.curve:  # the 1x point is the default variant above
         curve = [
             {**row, "variant": "x1.0"} for row in table if row["variant"].endswith("(default)")
