@@ -32,18 +32,14 @@ from fastdraft_dag.storage.artifacts import ArtifactStore
 from fastdraft_dag.targets.resolve import target_key
 
 
-def _batches(rows: list[dict], tok, n: int, batch: int, max_len: int) -> list[np.ndarray]:
-    """Equal-length batches (prompt + answer ids cut to the shortest in the batch): no padding."""
-    seqs = [
-        tok(r["prompt"] + r["response"], add_special_tokens=False)["input_ids"][:max_len]
-        for r in rows[:n]
+def _batches(rows: list[dict], tok, n: int, batch: int, length: int) -> list[np.ndarray]:
+    """`n` KD rows (prompt + answer) of at least `length` tokens, cut to it: no padding."""
+    seqs = (tok(r["prompt"] + r["response"], add_special_tokens=False)["input_ids"] for r in rows)
+    long = [s[:length] for s in seqs if len(s) >= length][:n]
+    return [
+        np.asarray(long[i : i + batch], dtype=np.int64)
+        for i in range(0, len(long) - batch + 1, batch)
     ]
-    out = []
-    for i in range(0, len(seqs) - batch + 1, batch):
-        part = seqs[i : i + batch]
-        cut = min(len(s) for s in part)
-        out.append(np.asarray([s[:cut] for s in part], dtype=np.int64))
-    return out
 
 
 def torch_forward(target_dir: Path, layers: list[int], kept: torch.Tensor, threads: int):
@@ -94,6 +90,7 @@ def main() -> None:
     )
     ap.add_argument("--rows", type=int, default=48, help="KD rows timed per engine")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--length", type=int, default=192, help="tokens per row (KD rows ~100-400)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     profile, ctx, rows = kd_context(args.root)
@@ -103,7 +100,7 @@ def main() -> None:
     layers = json.loads((head / "eagle3_layers.json").read_text())["layers"]
     kept = torch.arange(profile.eagle3.draft_vocab)  # the cost, not the rows, matters here
     batches = _batches(
-        rows, AutoTokenizer.from_pretrained(ctx["target"]), args.rows, args.batch, 256
+        rows, AutoTokenizer.from_pretrained(ctx["target"]), args.rows, args.batch, args.length
     )
     tokens = sum(b.size for b in batches)
     engines = {"PyTorch fp32 (today's loop)": torch_forward(ctx["target"], layers, kept, 2)}
