@@ -4,6 +4,7 @@ import dagster as dg
 from transformers import AutoTokenizer
 
 from fastdraft_dag.assets.common import (
+    TOKENIZER_CHECK,
     build_trained,
     result,
     tokenizer_check,
@@ -48,6 +49,21 @@ def _accepts(offline: dict, min_tau: float) -> dg.AssetCheckResult:
     )
 
 
+def _not_built(context: dg.AssetExecutionContext, kinds: tuple[str, ...]) -> dg.MaterializeResult:
+    """A recipe without the eagle3 kind: no head, no artifact (export and benchmark skip it)."""
+    why = f"not built: draft_kinds {list(kinds)} has no eagle3 (add it to train the head)"
+    context.log.info(why)
+    nothing = [  # blocking checks must report; there is nothing to hold back downstream
+        dg.AssetCheckResult(check_name=name, passed=True, description=f"{why}: nothing to check")
+        for name in (TOKENIZER_CHECK, ACCEPTS)
+    ]
+    return dg.MaterializeResult(
+        metadata={"built": False, "reason": why},
+        data_version=dg.DataVersion("not-built"),
+        check_results=nothing,
+    )
+
+
 @dg.asset(
     group_name="alignment",
     code_version="1",
@@ -61,6 +77,8 @@ def _accepts(offline: dict, min_tau: float) -> dg.AssetCheckResult:
 def eagle3_head(
     context: dg.AssetExecutionContext, pipeline: FastDraftPipeline, hpu: HPUTrainingResource
 ) -> dg.MaterializeResult:
+    if "eagle3" not in pipeline.profile.draft_kinds:  # opt-in: ~30 min of 2 cores on default
+        return _not_built(context, pipeline.profile.draft_kinds)
     target = pipeline.resolve_target(context.partition_key)
     kd = pipeline.store.latest("synthetic_kd_dataset", target.key)
     settings = pipeline.profile.settings("eagle3_head")

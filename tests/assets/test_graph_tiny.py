@@ -256,6 +256,19 @@ def test_invalid_draft_config_fails_before_training(tiny, monkeypatch):
     assert "draft.layers: 5, expected 1..3" in str(failure.event_specific_data.error)
 
 
+def test_eagle3_head_is_not_built_without_the_eagle3_kind(tmp_path_factory, monkeypatch):
+    """The default recipe builds the standalone draft only; the head asset then trains nothing."""
+    solo = dataclasses.replace(profiles.TINY, name="solo", draft_kinds=("standalone",))
+    monkeypatch.setitem(profiles.PROFILES, "solo", solo)
+    root = _root(tmp_path_factory)
+    result = _run(build_defs("solo", str(root)), dg.DagsterInstance.ephemeral(), "eagle3_head")
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("eagle3_head")
+    assert mat.metadata["built"].value is False
+    assert "has no eagle3" in mat.metadata["reason"].value
+    assert not (root / "eagle3_head").exists()
+
+
 @pytest.mark.parametrize("name", ["tiny", "default", "paper"])
 def test_definitions_load_for_every_profile(name, tmp_path):
     defs = build_defs(name, str(tmp_path))
