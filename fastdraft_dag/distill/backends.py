@@ -17,6 +17,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Protocol
 
+from fastdraft_dag.training.backends import bf16_native
+
 BACKENDS = ("torch", "openvino")
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 KV_CACHE_GB = 1  # OpenVINO's paged KV cache; 135M target x 32 sequences x 640 tokens needs ~0.5
@@ -44,19 +46,10 @@ def request_seed(row_id: str, seed: int) -> int:
 # ---------------------------------------------------------------- PyTorch
 
 
-def cpu_has_fast_bf16() -> bool:
-    """bf16 only pays off with AMX / AVX512-BF16; on AVX2-only CPUs it is ~1.7-3x slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def resolve_dtype(dtype: str) -> str:
     """`auto` picks bf16 where the CPU has native bf16 matmuls, fp32 elsewhere."""
     if dtype == "auto":
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
+        return "bf16" if bf16_native("cpu") else "fp32"
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {sorted(DTYPES)} or 'auto'")
     return dtype

@@ -536,3 +536,28 @@ def test_resource_trains_through_pipes_in_materialize(
     assert any("checkpoint step-00000005" in m for m in messages)
     written = json.loads((tmp_path / "work" / "train_spec.json").read_text())
     assert written["backend"] == "cpu" and written["checkpoint_every"] == 5
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("avx2 fma", False),
+        ("avx512f avx512bw avx512_vnni", False),  # oneDNN emulates bf16 here: slower than fp32
+        ("avx512f avx512_bf16", True),
+        ("amx_tile amx_bf16", True),
+    ],
+)
+def test_bf16_is_native_only_with_avx512_bf16_or_amx(tmp_path, flags, native):
+    from fastdraft_dag.training.backends import cpu_has_fast_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+    assert cpu_has_fast_bf16(info) is native
+    assert cpu_has_fast_bf16(tmp_path / "missing") is False
+
+
+def test_kd_and_training_agree_on_bf16():
+    from fastdraft_dag.distill.backends import resolve_dtype
+    from fastdraft_dag.training.backends import bf16_native
+
+    assert (resolve_dtype("auto") == "bf16") is bf16_native("cpu")
