@@ -132,7 +132,7 @@ def synthetic_kd_dataset(
     )
     rows = read_rows(art.path / "kd.jsonl")[0]
     totals = [{"target": target.name, **t} for t in task_totals(rows)]
-    with fail_fast_on_permanent_errors():
+    with fail_fast_on_permanent_errors(context.run_id):
         record_rows(
             pipeline.db_path, "kd_datasets", art.manifest["version"], totals, context.run.run_id,
             art.manifest.get("built_at"),

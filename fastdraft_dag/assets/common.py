@@ -42,7 +42,7 @@ INTERRUPTED = "interrupted (Ctrl-C or cancel); its partial work is kept and a re
 
 
 @contextmanager
-def fail_fast_on_permanent_errors(run_id: str = "") -> Iterator[None]:
+def fail_fast_on_permanent_errors(run_id: str) -> Iterator[None]:
     """Turn a permanent error into a Failure with retries off (retry policies are for transients).
 
     An interrupt is one too: Dagster turns Ctrl-C inside a step with a retry policy into a
