@@ -139,7 +139,7 @@ def _history_image(history: list[dict], target: str) -> str:
 
 @dg.asset(
     group_name="evaluation",
-    code_version="5",  # 5: EAGLE-3 heads beside the standalone draft
+    code_version="6",  # 6: plain decoding measured beside every drafted phase
     deps=["openvino_ir", "aligned_draft", "eagle3_head", "target_model"],
     partitions_def=TARGETS,
     kinds={"openvino", "duckdb"},

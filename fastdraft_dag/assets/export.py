@@ -8,7 +8,7 @@ import dagster as dg
 
 from fastdraft_dag.assets.common import build_artifact, result
 from fastdraft_dag.assets.partitions import TARGETS
-from fastdraft_dag.evaluation.offline import check_same_tokenizer
+from fastdraft_dag.core.tokenizers import require_same_tokens
 from fastdraft_dag.openvino.export import plan_exports, probe_ids, run_export
 from fastdraft_dag.reporting.tables import md_table
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
@@ -41,7 +41,8 @@ def openvino_ir(
     reference = None
     if bench.reference_draft:
         reference = resolve_target(bench.reference_draft, pipeline.root / "targets")
-        check_same_tokenizer(reference.path, target.path)
+        for warning in require_same_tokens(reference.path, target.path, "bench.reference_draft"):
+            context.log.warning(warning)
     jobs = plan_exports(
         draft.path if draft else None,
         target.path,

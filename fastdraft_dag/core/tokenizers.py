@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastdraft_dag.core.errors import InputError
@@ -36,24 +37,52 @@ def _describe(tokenizer_dir: Path) -> dict[str, object]:
     }
 
 
-def tokenizer_differences(candidate_dir: Path, target_dir: Path) -> list[str]:
-    """What differs between two tokenizers, in words; empty when they are identical."""
+# What speculative decoding reads: the draft proposes token ids the target verifies, so these
+# must be equal. The chat template only renders prompts, and every mode renders them once with
+# the target's tokenizer: a draft whose template differs (Qwen2.5-Coder 0.5B vs 1.5B differ in
+# tool-calling text only) decodes correctly, so that is a warning, not a refusal.
+DECODING_FIELDS = ("vocabulary", "special tokens", "added tokens")
+
+
+@dataclass(frozen=True)
+class TokenizerComparison:
+    """`blocking`: differences that make SD output wrong; `warnings`: ones decoding never reads."""
+
+    blocking: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def compare_tokenizers(candidate_dir: Path, target_dir: Path) -> TokenizerComparison:
+    """What differs between two tokenizers, in words, split by whether decoding reads it."""
     a, b = _describe(Path(candidate_dir)), _describe(Path(target_dir))
-    out = []
-    for field, va in a.items():
-        vb = b[field]
+    out = TokenizerComparison()
+    for name, va in a.items():
+        vb = b[name]
         if va == vb:
             continue
-        if field == "vocabulary":
+        if name == "vocabulary":
             extra, missing = set(va) - set(vb), set(vb) - set(va)
             moved = sum(1 for t in set(va) & set(vb) if va[t] != vb[t])
-            out.append(
+            text = (
                 f"vocabulary: {len(va)} vs {len(vb)} tokens, {len(extra)} extra, "
                 f"{len(missing)} missing, {moved} with other ids"
             )
         else:
-            out.append(f"{field}: {first_difference(json.dumps(va), json.dumps(vb))}")
+            text = f"{name}: {first_difference(json.dumps(va), json.dumps(vb))}"
+        (out.blocking if name in DECODING_FIELDS else out.warnings).append(text)
     return out
+
+
+def require_same_tokens(candidate_dir: Path, target_dir: Path, what: str) -> list[str]:
+    """Refuse a draft whose token ids or special tokens are not the target's (its acceptance
+    and its SD output would be meaningless); return the warnings (a chat template)."""
+    found = compare_tokenizers(candidate_dir, target_dir)
+    if found.blocking:
+        raise InputError(
+            f"{what} at {candidate_dir} does not share the target's tokens ({target_dir}): "
+            + "; ".join(found.blocking)
+        )
+    return [f"{what} at {candidate_dir}: {w} (decoding unaffected)" for w in found.warnings]
 
 
 def first_difference(a: str, b: str, context: int = 40) -> str:

@@ -7,8 +7,8 @@ starts from the target's training instead of random weights (LayerSkip, Kangaroo
 A trimmed draft's head keeps only the rows of `draft_vocab.json` (the K most frequent tokens of
 the target's responses, draft/vocab.py): its step and its training cost a K-row head instead of a
 49k-row one. Its input embedding stays full, so any prompt token can be read. On disk it is a
-plain Hugging Face directory of a *full-vocabulary* LlamaForCausalLM (transformers loads it as an
-untrimmed draft whose dropped rows are the embedding's) plus `draft_vocab.json`; `load_draft`
+plain Hugging Face directory of a *full-vocabulary* model of the target's architecture (transformers
+loads it as an untrimmed draft whose dropped rows are the embedding's) plus `draft_vocab.json`; `load_draft`
 re-applies the trim, `save_draft` undoes it.
 """
 
@@ -24,6 +24,9 @@ import torch
 from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 from fastdraft_dag.draft.vocab import VOCAB_FILE, load_vocab, save_vocab
 
+# Architectures whose decoder layers can be lifted out of the target one by one (tested each:
+# tests/draft/test_draft_recipe.py).
+DERIVABLE = ("llama", "mistral", "qwen2")
 FILL = -1.0e4  # logit of a token the trimmed head dropped: exactly 0 probability in f16 and f32
 
 
@@ -68,14 +71,15 @@ def kept_ids_of(model: Any) -> torch.Tensor | None:
 
 
 def derive_from_target(target_dir: Path, layers: Sequence[int]) -> Any:
-    """A LlamaForCausalLM of the target's embedding, decoder `layers`, final norm and head."""
-    from transformers import AutoConfig, LlamaForCausalLM
+    """A model of the target's own architecture (Qwen2 keeps its attention biases) made of the
+    target's embedding, decoder `layers`, final norm and head."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(target_dir)
-    if config.model_type not in ("llama", "mistral", "qwen2"):
+    if config.model_type not in DERIVABLE:
         raise ValueError(
-            f"a target-derived draft needs a Llama-family target, {target_dir} is "
-            f"{config.model_type!r}: use draft.init='random'"
+            f"a target-derived draft needs a target of architecture {', '.join(DERIVABLE)}; "
+            f"{target_dir} is {config.model_type!r}: use draft.init='random'"
         )
     n_target = config.num_hidden_layers
     if not layers or any(not 0 <= i < n_target for i in layers):
@@ -94,7 +98,7 @@ def derive_from_target(target_dir: Path, layers: Sequence[int]) -> Any:
     state["model.norm.weight"] = src["model.norm.weight"].float()
     tied = "lm_head.weight" not in src
     config.tie_word_embeddings = tied
-    model = LlamaForCausalLM(config).float()
+    model = AutoModelForCausalLM.from_config(config).float()
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if m != "lm_head.weight"]
     if missing or unexpected:
@@ -116,7 +120,7 @@ def full_head_weight(model: Any) -> torch.Tensor:
 
 def save_draft(model: Any, out_dir: Path, **meta: object) -> Path:
     """A full-vocabulary HF directory (+ `draft_vocab.json` for a trimmed draft)."""
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +133,7 @@ def save_draft(model: Any, out_dir: Path, **meta: object) -> Path:
     emb = model.get_input_embeddings().weight.detach()
     full = full_head_weight(model)
     config.tie_word_embeddings = bool(torch.equal(full, emb))
-    plain = LlamaForCausalLM(config).to(emb.dtype)
+    plain = AutoModelForCausalLM.from_config(config).to(emb.dtype)
     plain.load_state_dict(
         {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}, strict=False
     )

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.core.tokenizers import TOKENIZER_FILES
+from fastdraft_dag.core.tokenizers import TOKENIZER_FILES, require_same_tokens
 from fastdraft_dag.draft.eagle3 import is_eagle3_dir
 from fastdraft_dag.evaluation.benchmark import BenchDevice
 from fastdraft_dag.evaluation.live import choose_k
 from fastdraft_dag.evaluation.modes import choose_mode
-from fastdraft_dag.evaluation.offline import check_same_tokenizer
 from fastdraft_dag.evaluation.results import wallclock_db_rows
 from fastdraft_dag.openvino.export import export_ir
 from fastdraft_dag.prompts.eval_sets import load_prompts_jsonl
@@ -108,7 +107,8 @@ def run_adhoc(job: AdhocJob, device: BenchDevice, cache: Path, log: Log = print)
     """Offline and/or live figures of the draft, in `benchmark_tables`' results.json shape."""
     if not job.offline and not job.live:
         raise ValueError("nothing to measure: ask for offline, live or both")
-    check_same_tokenizer(job.draft.tokenizer_dir, job.target_dir)
+    for warning in require_same_tokens(job.draft.tokenizer_dir, job.target_dir, "--draft"):
+        log(f"warning: {warning}")
     offline: list[dict] = []
     if job.offline:
         if job.draft.hf_dir is None:

@@ -3,7 +3,10 @@
 Modes: plain target decoding; our draft at every k asked for and at every confidence threshold
 (dynamic draft length; one pipeline, the config changed per run); prompt lookup (n-grams of the
 prompt as the draft) at every k too, so it is judged at its own best k; an off-the-shelf
-reference draft at our draft's best k. Every row carries a 95% bootstrap interval over prompts
+reference draft at our draft's best k. Plain decoding runs before the first drafted phase and
+again after each one (its pipeline stays loaded), and each mode is compared with the two plain
+passes beside it: a slow spell of a shared host moves a mode and its baseline together instead of
+every ratio of the run at once, and ``plain_spread`` says how far the passes lay apart. Every row carries a 95% bootstrap interval over prompts
 beside its pooled speedup (``bootstrap``); the release's mode is chosen by ``modes``. Every mode
 gets the same token ids (rendered and tokenized once with the HF tokenizer, so a chat template
 is applied exactly once), device, precision hint and max new tokens, and each pipeline loads and
@@ -19,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fastdraft_dag.core.tokenizers import tokenizer_differences
+from fastdraft_dag.core.tokenizers import require_same_tokens
 from fastdraft_dag.draft.derived import load_fp32_model
-from fastdraft_dag.evaluation.bootstrap import speedup_interval
+from fastdraft_dag.evaluation.bootstrap import pooled_speedup, speedup_interval
 from fastdraft_dag.evaluation.modes import DRAFTED
 from fastdraft_dag.openvino.genai import (
     PROMPT_LOOKUP_NGRAM,
@@ -64,28 +67,31 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _row(run: dict, idx: list[int], plain: list[dict], task: str, meta: dict) -> dict:
+def _row(run: dict, idx: list[int], passes: list[list[dict]], task: str, meta: dict) -> dict:
     """One row of a mode over the prompts ``idx``: throughput, speedup, tau, latency, agreement.
 
     tau_measured = tokens / target passes (the prefill counts as one pass). Every pass emits its
     accepted drafts plus one token, so accepted = tokens - passes, and accepted_per_step divides
     that by the SD steps (passes minus one prefill per prompt). ttft_ms is the simple mean over
     prompts (one first token each); tpot_ms is weighted by each prompt's tokens after the first,
-    i.e. total decode time / total decoded tokens. speedup_ci_low/high: 95% bootstrap interval
-    of the speedup over these prompts (``bootstrap.speedup_interval``).
+    i.e. total decode time / total decoded tokens. The speedup divides by plain decoding's
+    tokens/s in the plain passes run beside this mode (``run["plain_passes"]``, their seconds
+    averaged); plain_spread is how far those passes' tokens/s lie apart (max / min - 1);
+    speedup_ci_low/high: 95% bootstrap interval over these prompts and those passes
+    (``bootstrap.speedup_interval``).
     """
-    recs, base = [run["records"][i] for i in idx], [plain[i] for i in idx]
+    recs = [run["records"][i] for i in idx]
+    mine = [[passes[p][i] for i in idx] for p in run["plain_passes"]]
     tokens = sum(len(r["tokens"]) for r in recs)
     tok_s = tokens / sum(r["seconds"] for r in recs)
-    plain_tok_s = sum(len(b["tokens"]) for b in base) / sum(b["seconds"] for b in base)
-    low, high = speedup_interval(
-        [len(r["tokens"]) for r in recs],
-        [r["seconds"] for r in recs],
-        [len(b["tokens"]) for b in base],
-        [b["seconds"] for b in base],
-    )
-    passes = [r["passes"] for r in recs]
-    total = sum(passes) if None not in passes and sum(passes) > 0 else None
+    plain_tokens = [len(b["tokens"]) for b in mine[0]]
+    plain_seconds = [[b["seconds"] for b in bs] for bs in mine]
+    pass_tok_s = [sum(plain_tokens) / sum(secs) for secs in plain_seconds]
+    seconds = [r["seconds"] for r in recs]
+    counts = [len(r["tokens"]) for r in recs]
+    low, high = speedup_interval(counts, seconds, plain_tokens, plain_seconds)
+    passes_total = [r["passes"] for r in recs]
+    total = sum(passes_total) if None not in passes_total and sum(passes_total) > 0 else None
     drafted = run["mode"] != "plain"
     accepted = tokens - total if drafted and total is not None else None
     steps = total - len(recs) if total is not None else 0
@@ -100,9 +106,11 @@ def _row(run: dict, idx: list[int], plain: list[dict], task: str, meta: dict) ->
         "n_prompts": len(recs),
         "tokens": tokens,
         "tok_s": tok_s,
-        "speedup": tok_s / plain_tok_s,
+        "speedup": pooled_speedup(counts, seconds, plain_tokens, plain_seconds),
+        "plain_tok_s": sum(plain_tokens) / (sum(map(sum, plain_seconds)) / len(plain_seconds)),
         "speedup_ci_low": low,
         "speedup_ci_high": high,
+        "plain_spread": max(pass_tok_s) / min(pass_tok_s) - 1.0,
         "tau_measured": tokens / total if total is not None else None,
         "accepted_per_step": accepted / steps if accepted is not None and steps > 0 else None,
         "accepted_draft_tokens": accepted,
@@ -110,9 +118,25 @@ def _row(run: dict, idx: list[int], plain: list[dict], task: str, meta: dict) ->
         "ttft_ms": _mean([r["ttft_ms"] for r in recs]),
         "tpot_ms": sum(tpot) / sum(decoded) if sum(decoded) else None,
         "agreement": _mean(
-            [float(r["tokens"] == b["tokens"]) for r, b in zip(recs, base, strict=True)]
+            [float(r["tokens"] == b["tokens"]) for r, b in zip(recs, mine[0], strict=True)]
         ),
         **meta,
+    }
+
+
+def plain_run(passes: list[list[dict]]) -> dict:
+    """Plain decoding as one run: every pass, each prompt's times averaged over them."""
+    records = []
+    for per_prompt in zip(*passes, strict=True):
+        mean = {f: _mean([r[f] for r in per_prompt]) for f in ("seconds", "ttft_ms", "tpot_ms")}
+        records.append({**per_prompt[0], **mean})
+    return {
+        "mode": "plain",
+        "draft": "",
+        "k": None,
+        "threshold": None,
+        "records": records,
+        "plain_passes": list(range(len(passes))),
     }
 
 
@@ -130,17 +154,23 @@ def _first(divergences: list[dict], run: dict, idx: list[int]) -> dict | None:
     return min(mine, key=lambda d: (d["position"], d["prompt_index"]), default=None)
 
 
-def build_rows(runs: list[dict], tasks: list[str], divergences: list[dict], meta: dict) -> list:
-    """Rows per mode/k: one per task family (sorted) and a pooled "all" row."""
+def build_rows(
+    runs: list[dict],
+    passes: list[list[dict]],
+    tasks: list[str],
+    divergences: list[dict],
+    meta: dict,
+) -> list:
+    """Rows per mode/k: one per task family (sorted) and a pooled "all" row; every run names
+    the plain ``passes`` it is compared with (``plain_passes``)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, task in enumerate(tasks):
         groups[task].append(i)
     groups_all = [*sorted(groups.items()), ("all", list(range(len(tasks))))]
-    plain = runs[0]["records"]
     rows = []
     for run in runs:
         for task, idx in groups_all:
-            row = _row(run, idx, plain, task, meta)
+            row = _row(run, idx, passes, task, meta)
             first = _first(divergences, run, idx)
             row["first_divergence"] = first["position"] if first else None
             row["divergence_margin"] = first["top2_margin"] if first else None
@@ -177,21 +207,6 @@ def add_margins(
             prefix = inputs[key[0]] + plain[key[0]]["tokens"][: key[1]]
             cache[key] = top2_margin(model, prefix)
         d["top2_margin"] = cache[key]
-
-
-def _check_vocabulary(draft_ir: Path, tokenizer_dir: Path) -> None:
-    """A reference draft must share the target's tokenizer, or SD output is silently wrong."""
-    try:
-        diffs = tokenizer_differences(draft_ir, tokenizer_dir)
-    except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"reference draft at {draft_ir}: cannot read its tokenizer ({exc})"
-        ) from exc
-    if diffs:
-        raise ValueError(
-            f"reference draft at {draft_ir} does not share the target's tokenizer "
-            f"({tokenizer_dir}): " + "; ".join(diffs)
-        )
 
 
 def _measure(pipe: Any, tensors: list, max_new_tokens: int, modes: list[tuple]) -> list[dict]:
@@ -268,7 +283,8 @@ def benchmark_live(
     mode/k/threshold and task family plus a pooled "all" row (keys and formulas in ``_row``):
     ttft_ms is a simple mean over prompts, tpot_ms a token-weighted mean (total decode time /
     decoded tokens); speedup is tok_s over plain decoding's tok_s on the same task, with its 95%
-    bootstrap interval over prompts; first_divergence/divergence_margin are the earliest
+    bootstrap interval over prompts and plain passes (plain runs before the first drafted phase
+    and after each, ``measure``); first_divergence/divergence_margin are the earliest
     divergence among the row's prompts. Prompt lookup (max_ngram_size ``PROMPT_LOOKUP_NGRAM``)
     runs at every k of ``ks`` so it is judged at its own best k; the reference draft runs at
     ``best_k``, the fixed k maximising our draft's pooled tokens/s (``choose_k``). Every input is
@@ -282,10 +298,10 @@ def benchmark_live(
         raise ValueError("benchmark_live: neither a draft IR nor an EAGLE-3 head IR to measure")
     draft_ir = check_ir_dir(draft_ir, "draft") if draft_ir is not None else None
     eagle3_ir = check_ir_dir(eagle3_ir, "EAGLE-3 head") if eagle3_ir is not None else None
-    reference = None
+    reference, warnings = None, []
     if reference_draft_ir is not None:
         reference = check_ir_dir(reference_draft_ir, "reference draft")
-        _check_vocabulary(reference, Path(tokenizer_dir))
+        warnings = require_same_tokens(reference, Path(tokenizer_dir), "reference draft")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -300,29 +316,43 @@ def benchmark_live(
         "max_new_tokens": max_new_tokens,
     }
 
-    def measure(modes: list[tuple], draft: Path | None = None, lookup: bool = False) -> list:
-        pipe = make_pipeline(target_ir, device, props, draft_ir=draft, prompt_lookup=lookup)
-        return _measure(pipe, tensors, max_new_tokens, modes)
+    plain_pipe = make_pipeline(target_ir, device, props)
+    plain_config = greedy_config(plain_pipe, max_new_tokens, None)
+    passes = [run_prompts(plain_pipe, tensors, plain_config, warm_up=True)]
+    drafted: list[dict] = []
 
-    runs = measure([("plain", "", None, None, None)])
+    def measure(modes: list[tuple], draft: Path | None = None, lookup: bool = False) -> None:
+        """One phase, then a plain pass: each mode is compared with plain before and after it."""
+        pipe = make_pipeline(target_ir, device, props, draft_ir=draft, prompt_lookup=lookup)
+        runs = _measure(pipe, tensors, max_new_tokens, modes)
+        del pipe  # one drafted pipeline in memory at a time, beside the plain one
+        passes.append(run_prompts(plain_pipe, tensors, plain_config, warm_up=False))
+        for run in runs:
+            run["plain_passes"] = [len(passes) - 2, len(passes) - 1]
+        drafted.extend(runs)
+
     if draft_ir is not None:
         sd_modes = [("sd", draft_ir.name, k, None, None) for k in ks]
         sd_modes += [("sd", draft_ir.name, None, None, t) for t in thresholds]
-        runs += measure(sd_modes, draft=draft_ir)
+        measure(sd_modes, draft=draft_ir)
     if eagle3_ir is not None:
-        runs += measure([("eagle3", eagle3_ir.name, k, None, None) for k in ks], draft=eagle3_ir)
-    best_k = choose_k(build_rows(runs, tasks, [], meta))
+        measure([("eagle3", eagle3_ir.name, k, None, None) for k in ks], draft=eagle3_ir)
+    best_k = choose_k(build_rows(drafted, passes, tasks, [], meta))
     if prompt_lookup:
         label = f"prompt-ngram{PROMPT_LOOKUP_NGRAM}"
-        lookups = [("prompt_lookup", label, k, PROMPT_LOOKUP_NGRAM, None) for k in ks]
-        runs += measure(lookups, lookup=True)
+        measure([("prompt_lookup", label, k, PROMPT_LOOKUP_NGRAM, None) for k in ks], lookup=True)
     if reference is not None:
-        runs += measure([("reference_draft", reference.name, best_k, None, None)], draft=reference)
+        measure([("reference_draft", reference.name, best_k, None, None)], draft=reference)
+    runs = [plain_run(passes), *drafted]
     divergences = find_divergences(runs, tasks)
     add_margins(divergences, inputs, runs[0]["records"], margin_model_dir)
     return {
-        "rows": build_rows(runs, tasks, divergences, meta),
+        "rows": build_rows(runs, passes, tasks, divergences, meta),
         "best_k": best_k,
         "divergences": divergences,
         "samples": _samples(runs, tokenizer, tasks, best_k),
+        "plain_passes": [
+            sum(len(r["tokens"]) for r in p) / sum(r["seconds"] for r in p) for p in passes
+        ],
+        "warnings": warnings,
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdraft_dag.core.tokenizers import tokenizer_differences
+from fastdraft_dag.core.tokenizers import require_same_tokens
 from fastdraft_dag.draft.derived import load_fp32_model
 from fastdraft_dag.evaluation import metrics
 from fastdraft_dag.openvino.genai import available_devices, check_device
@@ -46,16 +46,6 @@ def _score(model: Any, seq: list[int], n_prompt: int) -> tuple[np.ndarray, np.nd
 
     logits = model(torch.tensor([seq])).logits[0, n_prompt - 1 : len(seq) - 1].float()
     return logits.argmax(-1).numpy(), torch.softmax(logits, -1).numpy()
-
-
-def check_same_tokenizer(draft_dir: Path, target_dir: Path) -> None:
-    """Refuse a draft whose tokenizer is not the target's: its acceptance would be meaningless."""
-    diffs = tokenizer_differences(Path(draft_dir), Path(target_dir))
-    if diffs:
-        raise ValueError(
-            f"draft tokenizer at {draft_dir} differs from the target's at {target_dir}: "
-            + "; ".join(diffs)
-        )
 
 
 Scorer = Callable[[list[int], int], tuple[np.ndarray, np.ndarray]]
@@ -177,7 +167,7 @@ def evaluate_offline(
         ir_model_file(ir)  # fail naming the path before any model is loaded
     if draft_irs:
         check_device(device, available_devices())
-    check_same_tokenizer(draft_dir, target_dir)
+    require_same_tokens(draft_dir, target_dir, "draft")
     if threads:  # 0 keeps torch's default (the paper profile)
         torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(target_dir)

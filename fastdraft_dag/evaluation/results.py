@@ -75,7 +75,7 @@ def wallclock_db_rows(
     """Live rows shaped for DuckDB ``benchmark_wallclock``.
 
     Keeps the older columns where they mean the same: ``plain_tok_s`` is plain decoding's tokens/s
-    on the same task, ``sd_tok_s`` the row's own tokens/s for a drafted mode (SD, prompt lookup,
+    on the same task (in the passes beside the row's mode, when the row says), ``sd_tok_s`` the row's own tokens/s for a drafted mode (SD, prompt lookup,
     reference draft). ``draft_precision`` applies to the modes that run a draft IR.
     """
     rows = [dict(r) for r in rows]
@@ -88,7 +88,7 @@ def wallclock_db_rows(
                 **r,
                 "draft_precision": draft_precision if drafted else None,
                 "target_precision": target_precision,
-                "plain_tok_s": plain.get(r["task"]),
+                "plain_tok_s": r.get("plain_tok_s", plain.get(r["task"])),
                 "sd_tok_s": r.get("tok_s") if r.get("mode") != "plain" else None,
             }
         )

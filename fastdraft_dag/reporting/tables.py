@@ -27,6 +27,7 @@ WALL_COLUMNS = (
     "tok_s",
     "speedup",
     "speedup_95ci",
+    "plain_spread",
     "tau_measured",
     "accepted_per_step",
     "ttft_ms",

@@ -41,7 +41,7 @@ SCHEMA = {
         agreement DOUBLE, first_divergence INTEGER, divergence_margin DOUBLE, n_prompts INTEGER,
         mode VARCHAR, draft VARCHAR, tokens BIGINT, tok_s DOUBLE, ttft_ms DOUBLE, tpot_ms DOUBLE,
         accepted_per_step DOUBLE, threads INTEGER, confidence_threshold DOUBLE,
-        speedup_ci_low DOUBLE, speedup_ci_high DOUBLE, run_kind VARCHAR""",
+        speedup_ci_low DOUBLE, speedup_ci_high DOUBLE, run_kind VARCHAR, plain_spread DOUBLE""",
 }
 
 

@@ -12,7 +12,11 @@ import pytest
 from fastdraft_dag.config import presets as profiles
 from fastdraft_dag.config.presets import ProfileError, load_profile
 from fastdraft_dag.core.errors import InputError
-from fastdraft_dag.core.tokenizers import tokenizer_differences
+from fastdraft_dag.core.tokenizers import (
+    TokenizerComparison,
+    compare_tokenizers,
+    require_same_tokens,
+)
 from fastdraft_dag.targets.resolve import (
     EMBEDDED_NAME,
     TargetError,
@@ -96,20 +100,38 @@ def test_tokenizer_mismatch_is_described(target_dir, tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (Path(target_dir) / name).exists():
             shutil.copy2(Path(target_dir) / name, other / name)
-    assert tokenizer_differences(other, target_dir) == []
+    assert compare_tokenizers(other, target_dir) == TokenizerComparison()
+    # A chat template only renders prompts (with the target's tokenizer): a warning, not a refusal.
     (other / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
-    diffs = tokenizer_differences(other, target_dir)
-    assert len(diffs) == 1 and diffs[0].startswith("chat template")
+    found = compare_tokenizers(other, target_dir)
+    assert found.blocking == [] and len(found.warnings) == 1
+    assert found.warnings[0].startswith("chat template")
+    (warning,) = require_same_tokens(other, target_dir, "reference draft")
+    assert warning.startswith(f"reference draft at {other}: chat template")
     # one clause changed deep inside the real template: the message shows where, not two
     # identical 120-character openings
     real = (Path(target_dir) / "chat_template.jinja").read_text()
     cut = len(real) // 2
     (other / "chat_template.jinja").write_text(real[:cut] + "EXTRA" + real[cut:])
-    (diff,) = tokenizer_differences(other, target_dir)
+    (diff,) = compare_tokenizers(other, target_dir).warnings
     assert "EXTRA" in diff and f"at character {len(json.dumps(real[:cut])) - 1} " in diff
+    # Token ids are what decoding reads: a moved id refuses the draft.
+    tok = json.loads((other / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    a, b = list(vocab)[100:102]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    found = compare_tokenizers(other, target_dir)
+    assert found.blocking == [
+        "vocabulary: 49152 vs 49152 tokens, 0 extra, 0 missing, 2 with other ids"
+    ]
+    with pytest.raises(
+        InputError, match=f"reference draft at {other} does not share.*2 with other"
+    ):
+        require_same_tokens(other, target_dir, "reference draft")
     (other / "tokenizer.json").write_text((Path(target_dir) / "tokenizer.json").read_text()[:500])
     with pytest.raises(InputError, match=f"{other}.*cannot be loaded.*tokenizer.json"):
-        tokenizer_differences(other, target_dir)
+        compare_tokenizers(other, target_dir)
 
 
 def test_a_target_that_needs_remote_code_is_refused_naming_its_config(tmp_path):

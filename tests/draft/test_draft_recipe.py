@@ -49,6 +49,58 @@ def test_derived_draft_is_the_targets_tensors(target_dir: Path) -> None:
         derived.pick_layers(30, 31, "first")
 
 
+def _tiny_of(architecture: str, tokenizer_dir: Path, out: Path) -> Path:
+    """A random 2-layer target of one architecture with the real tokenizer (Qwen2 with its q/k/v
+    biases, Mistral with its sliding window): what a user's target of that family looks like."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from fastdraft_dag.core.tokenizers import copy_tokenizer_files
+
+    config = AutoConfig.for_model(
+        architecture, vocab_size=49152, hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        tie_word_embeddings=architecture == "qwen2",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    for name, p in model.named_parameters():
+        if name.endswith(".bias"):  # zero-initialised: make a lost bias change the logits
+            p.data.normal_(0, 0.5)
+    model.save_pretrained(out, safe_serialization=True)
+    copy_tokenizer_files(tokenizer_dir, out)
+    return out
+
+
+@pytest.mark.parametrize("architecture", derived.DERIVABLE)
+def test_a_draft_derives_from_every_allowed_architecture(
+    architecture: str, tiny_target_dir: Path, tmp_path: Path
+) -> None:
+    """Every layer kept, the derived draft is the target (same class, same logits); one layer
+    kept and its head trimmed, it saves and loads back to the same logits."""
+    from transformers import AutoModelForCausalLM
+
+    target_dir = _tiny_of(architecture, tiny_target_dir, tmp_path / "target")
+    target = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32).eval()
+    whole = derived.derive_from_target(target_dir, [0, 1])
+    assert type(whole) is type(target)
+    ids = torch.tensor([[5, 17, 300, 4000, 9]])
+    with torch.no_grad():
+        assert torch.allclose(whole(ids).logits, target(ids).logits, atol=1e-5)
+    kept = _keep_ids(49152)
+    draft = derived.trim_head(derived.derive_from_target(target_dir, [1]), kept)
+    derived.save_draft(draft, tmp_path / "draft")
+    back = derived.load_draft(tmp_path / "draft")
+    assert type(back) is type(target) and back.config.num_hidden_layers == 1
+    with torch.no_grad():
+        assert torch.allclose(back(ids).logits, draft(ids).logits, atol=1e-5)
+
+
+def test_an_architecture_off_the_list_is_named(tiny_target_dir: Path, tmp_path: Path) -> None:
+    target_dir = _tiny_of("gpt_neox", tiny_target_dir, tmp_path / "neox")
+    with pytest.raises(ValueError, match=r"'gpt_neox'.*draft.init='random'"):
+        derived.derive_from_target(target_dir, [0])
+
+
 def test_trimmed_head_round_trip(tiny_target_dir: Path, tmp_path: Path) -> None:
     full = derived.derive_from_target(tiny_target_dir, [0])
     vocab = full.config.vocab_size

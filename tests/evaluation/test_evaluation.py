@@ -158,8 +158,10 @@ def test_draft_with_another_tokenizer_is_refused_naming_both(
 
     other = tmp_path / "other-draft"
     shutil.copytree(draft_dir, other)
-    (other / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
-    with pytest.raises(ValueError, match="chat template") as err:
+    tok = json.loads((other / "tokenizer.json").read_text())
+    tok["added_tokens"][0]["content"] = "<|not-the-targets|>"
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ValueError, match="added tokens") as err:
         evaluate_offline(tiny_target_dir, other, PROMPTS, 4, [1])
     assert str(other) in str(err.value) and str(tiny_target_dir) in str(err.value)
 
