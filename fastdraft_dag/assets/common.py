@@ -119,6 +119,7 @@ def artifact_metadata(artifact: Artifact) -> dict[str, Any]:
         "artifact_version": m["version"],
         "reused": artifact.reused,
         "build_seconds": m.get("build_seconds", 0.0),
+        **({"peak_rss_mib": m["peak_rss_mib"]} if "peak_rss_mib" in m else {}),
         "inputs": dg.MetadataValue.json(m.get("inputs", {})),
     }
 

@@ -28,8 +28,9 @@ from fastdraft_dag.reporting import plots
 from fastdraft_dag.reporting.tables import md_table
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
+from fastdraft_dag.storage.artifacts import sha256_file
 from fastdraft_dag.storage.tables import benchmark_history, previous_acceptance, record_rows
-from fastdraft_dag.targets.resolve import card_metadata, sha256_file
+from fastdraft_dag.targets.resolve import card_metadata
 
 ACCEPTANCE = "acceptance_not_regressed"
 QUANTIZED = "quantized_draft_acceptance"

@@ -3,7 +3,8 @@
 The presets ship in the package as `config/recipes/<name>.yaml`: `tiny` runs the whole graph in
 minutes for tests (a random tiny target: plumbing only), `default` is the embedded offline
 default (SmolLM2-135M-Instruct, offline corpora, about an hour on 2 cores), `paper` is the
-paper's setting: it cannot run here, but it must load and validate.
+paper's setting: it cannot run here, but it must load and validate; `qwen` is a realistic target
+offline (Qwen2.5-Coder-1.5B-Instruct, `make install-qwen`, about two hours on 2 cores).
 
 A recipe file starts from a preset (`base: tiny`; without one, the profile asked for, `default`
 unless told) and overrides any setting of it; nested sections merge key by key, lists and
@@ -42,7 +43,7 @@ __all__ = [
 ]  # fmt: skip
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
-PRESET_NAMES = ("tiny", "default", "paper")
+PRESET_NAMES = ("tiny", "default", "paper", "qwen")
 EMBEDDED = "embedded:smollm2-135m-instruct"
 
 
@@ -67,8 +68,8 @@ def load_preset(name: str) -> Profile:
         raise ProfileError(f"preset {str(path)!r}: {e}") from e
 
 
-TINY, DEFAULT, PAPER = (load_preset(n) for n in PRESET_NAMES)
-PROFILES = {p.name: p for p in (TINY, DEFAULT, PAPER)}
+TINY, DEFAULT, PAPER, QWEN = (load_preset(n) for n in PRESET_NAMES)
+PROFILES = {p.name: p for p in (TINY, DEFAULT, PAPER, QWEN)}
 
 
 def _preset(name: str) -> Profile:

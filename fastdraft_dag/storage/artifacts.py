@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.core.errors import ConfigError
+from fastdraft_dag.core.memory import PeakMemory
 
 MANIFEST = "manifest.json"
 VERIFY_LEVELS = ("sizes", "consumed", "all")
@@ -319,7 +320,8 @@ class ArtifactStore:
         recipe: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
         started = time.time()
-        metrics = dict(build(tmp))
+        with PeakMemory() as peak:
+            metrics = dict(build(tmp))
         checksums = file_checksums(tmp)
         manifest = {
             "asset": asset,
@@ -335,6 +337,7 @@ class ArtifactStore:
             "data_version": stable_hash(checksums),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(time.time() - started, 2),
+            "peak_rss_mib": peak.mib,  # the build's process tree (core/memory.py)
         }
         write_json_atomic(tmp / MANIFEST, manifest)
         os.replace(tmp, final)

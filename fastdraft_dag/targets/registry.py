@@ -21,8 +21,8 @@ from typing import Any
 
 from fastdraft_dag.core.errors import InputError
 from fastdraft_dag.storage.artifacts import write_json_atomic
+from fastdraft_dag.targets.embedded import EMBEDDED
 from fastdraft_dag.targets.resolve import (
-    EMBEDDED_NAME,
     TINY_NAME,
     TargetError,
     check_target,
@@ -30,7 +30,7 @@ from fastdraft_dag.targets.resolve import (
 )
 
 REGISTRY_FILE = "targets.json"
-EMBEDDED_TARGETS = (EMBEDDED_NAME, TINY_NAME)
+EMBEDDED_TARGETS = (*EMBEDDED, TINY_NAME)
 
 
 class TargetRegistryError(InputError):

@@ -101,7 +101,7 @@ def test_a_recipe_without_base_starts_from_the_profile_asked_for(tmp_path):
         ),
         ("corpora: {dedup: {threshold: 2.0}}", "corpora.dedup (DedupConfig): dedup: threshold 2.0"),
         ("bench: {sd_draft_format: int2}", "bench.sd_draft_format 'int2' is not exported"),
-        ("base: huge", "base: profile 'huge': unknown (known: tiny, default, paper)"),
+        ("base: huge", "base: profile 'huge': unknown (known: tiny, default, paper, qwen)"),
         ("- a list", "a recipe is a mapping of settings, got list"),
         ("kd: [1]", "kd: [1] is a list, expected KDConfig"),
     ],

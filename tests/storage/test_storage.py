@@ -326,3 +326,21 @@ def test_reuse_checksums_the_shipped_release_folder(tmp_path):
     (art.path / "release" / "draft-ir" / "openvino_model.bin").write_bytes(b"weightz")
     again = run()
     assert not again.reused and list(tmp_path.glob("benchmark_tables/p/.*.bad-*"))
+
+
+def test_a_build_records_the_peak_memory_of_its_process_tree(tmp_path: Path) -> None:
+    """The child (a trainer, an export) holds the memory: its peak lands in the manifest."""
+    import subprocess
+    import sys
+
+    from fastdraft_dag.storage.artifacts import ArtifactStore
+
+    def build(out: Path) -> dict:
+        hold = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(1.5)"
+        subprocess.run([sys.executable, "-c", hold], check=True)
+        (out / "x.txt").write_text("x")
+        return {}
+
+    store = ArtifactStore(tmp_path)
+    art = store.build("peak", "p", code_version="1", config={}, inputs={}, build=build)
+    assert art.manifest["peak_rss_mib"] >= 300
