@@ -156,7 +156,9 @@ def render_benchmark(tables: Mapping[str, Any], ks: Sequence[int] = (1, 3, 5, 8)
         "### Wall-clock speculative decoding (openvino_genai)",
         md_table(with_intervals(live_sorted(tables["wallclock"])), WALL_COLUMNS),
         "",
-        "speedup_95ci: 95% bootstrap interval over prompts (paired with plain decoding).",
+        "speedup_95ci: 95% bootstrap interval over prompts (paired with plain decoding) and the "
+        "plain passes run beside the mode; plain_spread: how far those passes' tokens/s lie apart "
+        "(max / min - 1).",
     ]
     lines += eagle3_estimate(tables.get("eagle3_offline") or {})
     device = tables.get("device", "?")
