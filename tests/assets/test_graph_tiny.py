@@ -282,20 +282,26 @@ def test_tokenizer_mismatch_blocks_downstream_naming_both(tiny):
     from fastdraft_dag.storage.artifacts import sha256_file
 
     draft = ArtifactStore(root).latest("aligned_draft", "tiny-random").path
-    template, manifest_file = draft / "chat_template.jinja", draft / "manifest.json"
-    original, manifest_text = template.read_text(), manifest_file.read_text()
-    # A draft *built* with another chat template: its manifest agrees with its files (a merely
-    # tampered file would be caught on reuse and rebuilt), but not with the target.
-    template.write_text("{{ messages[0]['content'] }}")
-    manifest = json.loads(manifest_text)
-    manifest["files"]["chat_template.jinja"] = sha256_file(template)
-    manifest.get("sizes", {})["chat_template.jinja"] = template.stat().st_size
-    manifest_file.write_text(json.dumps(manifest))
+    names = ("chat_template.jinja", "tokenizer.json", "manifest.json")
+    originals = {n: (draft / n).read_text() for n in names}
+    # A draft *built* with another chat template and another special token: its manifest agrees
+    # with its files (a merely tampered file would be caught on reuse and rebuilt), but not with
+    # the target. The template alone would be a warning (prompts are rendered with the
+    # target's); the token is what decoding reads, and blocks.
+    (draft / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    tok = json.loads(originals["tokenizer.json"])
+    tok["added_tokens"][0]["content"] = "<|not-the-targets|>"
+    (draft / "tokenizer.json").write_text(json.dumps(tok))
+    manifest = json.loads(originals["manifest.json"])
+    for name in names[:2]:
+        manifest["files"][name] = sha256_file(draft / name)
+        manifest.get("sizes", {})[name] = (draft / name).stat().st_size
+    (draft / "manifest.json").write_text(json.dumps(manifest))
     try:
         result = _run(defs, instance, selection="aligned_draft*")
     finally:
-        template.write_text(original)
-        manifest_file.write_text(manifest_text)
+        for name, text in originals.items():
+            (draft / name).write_text(text)
     check = next(
         e
         for e in result.get_asset_check_evaluations()
@@ -303,7 +309,9 @@ def test_tokenizer_mismatch_blocks_downstream_naming_both(tiny):
     )
     assert check.passed is False
     assert str(draft) in check.description and "target" in check.description
-    assert "chat template" in json.dumps(check.metadata["differences"].value)
+    assert "added tokens" in json.dumps(check.metadata["differences"].value)
+    assert "chat template" in json.dumps(check.metadata["warnings"].value)
+    assert "chat template" not in json.dumps(check.metadata["differences"].value)
     assert not result.asset_materializations_for_node("openvino_ir"), "a blocking check let it run"
 
 
