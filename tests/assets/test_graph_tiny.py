@@ -17,6 +17,7 @@ from conftest import CACHE
 from fastdraft_dag.assets.automation import ensure_default_target
 from fastdraft_dag.cli import ORDER
 from fastdraft_dag.config import presets as profiles
+from fastdraft_dag.config.presets import PROFILES
 from fastdraft_dag.definitions import build_defs
 from fastdraft_dag.draft.eagle3 import is_eagle3_dir, load_head
 from fastdraft_dag.evaluation.adhoc import locate_draft
@@ -269,7 +270,7 @@ def test_eagle3_head_is_not_built_without_the_eagle3_kind(tmp_path_factory, monk
     assert not (root / "eagle3_head").exists()
 
 
-@pytest.mark.parametrize("name", ["tiny", "default", "paper"])
+@pytest.mark.parametrize("name", list(PROFILES))
 def test_definitions_load_for_every_profile(name, tmp_path):
     defs = build_defs(name, str(tmp_path))
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
