@@ -249,7 +249,7 @@ def convert_gguf(model: EmbeddedModel, out: Path) -> None:
         lm.save_pretrained(tmp, safe_serialization=True)
         del lm
         tok.save_pretrained(tmp)
-        repair_gguf_tokenizer(tmp, gguf, int(tok_vocab_size(tmp)))
+        repair_gguf_tokenizer(tmp, gguf, vocab_size(tmp))
         shutil.rmtree(work)
         (tmp / "source.json").write_text(
             json.dumps({"gguf": model.gguf_name, "sha256": model.sha256}, indent=2)
@@ -268,7 +268,7 @@ def convert_gguf(model: EmbeddedModel, out: Path) -> None:
         raise
 
 
-def tok_vocab_size(model_dir: Path) -> int:
+def vocab_size(model_dir: Path) -> int:
     """The embedding's rows (config.json): tokens past them cannot be read by the model."""
     return int(json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"])
 
