@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fastdraft_dag.assets.automation import TARGET_CHAIN
 from fastdraft_dag.assets.common import INTERRUPTED, INTERRUPTED_RUNS
+from fastdraft_dag.config.presets import PRESET_NAMES
 from fastdraft_dag.core.errors import InputError
 
 ORDER = ("filtered_corpora", *TARGET_CHAIN)
@@ -411,7 +412,7 @@ def _recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         default=os.environ.get("FASTDRAFT_PROFILE", "default"),
-        help="preset the recipe starts from: tiny | default | paper "
+        help=f"preset the recipe starts from: {' | '.join(PRESET_NAMES)} "
         "(env FASTDRAFT_PROFILE; default: %(default)s)",
     )
     parser.add_argument(

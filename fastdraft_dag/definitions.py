@@ -1,6 +1,6 @@
 """Assembles the code location: assets, checks, resources, jobs, schedules and sensors.
 
-FASTDRAFT_PROFILE (tiny | default | paper), FASTDRAFT_HOME (artifact root) and FASTDRAFT_TARGET
+FASTDRAFT_PROFILE (tiny | default | paper | qwen), FASTDRAFT_HOME (artifact root) and FASTDRAFT_TARGET
 (a hub id or local directory overriding the profile's target) choose what `dagster dev` serves;
 FASTDRAFT_CONFIG names a recipe YAML overriding settings of the profile (validated here, so a
 bad recipe stops the code location from loading with an error naming the setting);

@@ -33,7 +33,7 @@ def test_run_help_says_what_profile_root_and_config_are(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--profile PROFILE preset the recipe starts from: tiny | default | paper" in out
+    assert "--profile PROFILE preset the recipe starts from: tiny | default | paper | qwen" in out
     assert "--root ROOT artifact root" in out
     assert "--config RECIPE.yaml recipe file overriding settings of the preset" in out
 

@@ -31,7 +31,7 @@ class FastDraftPipeline(dg.ConfigurableResource):
 
     profile_name: str = Field(
         default="default",
-        description="preset: tiny | default | paper (a recipe file's `base` takes precedence)",
+        description="preset: tiny | default | paper | qwen (a recipe file's `base` takes precedence)",
     )
     config_file: str = Field(
         default="",
