@@ -192,3 +192,13 @@ def test_the_readme_recipe_example_loads(tmp_path, monkeypatch):
     (tmp_path / "prompts" / "mine.jsonl").write_text("")
     got = load_profile("tiny", config_file=write(tmp_path, block))
     assert (got.name, got.kd.n_instruction, got.bench.sd_ks) == ("default", 600, (2, 4, 6))
+
+
+@pytest.mark.parametrize("name", ["default", "qwen"])
+def test_the_cpu_presets_offer_both_draft_kinds(name, tmp_path):
+    """The EAGLE-3 head is opt-in where its training loop is too slow for 2 cores: one line."""
+    path = tmp_path / "both.yaml"
+    path.write_text(f"base: {name}\ndraft_kinds: [standalone, eagle3]\n")
+    both = load_profile(name, config_file=path)
+    assert both.draft_kinds == ("standalone", "eagle3")
+    assert both.eagle3 == PROFILES[name].eagle3 and both.align == PROFILES[name].align
