@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastdraft_dag.storage.artifacts import sha256_file
+from fastdraft_dag.core.files import sha256_file
 from fastdraft_dag.targets.embedded import (
     EMBEDDED,
     SMOLLM2,
