@@ -94,7 +94,7 @@ def worker_ours(init: Path, data: Path, steps: int, threads: int, out: Path) -> 
     from fastdraft_dag.training.trainer import train
 
     stage = {"name": "pretrain", "steps": steps, "batch_size": BATCH, "lr": 3e-3, "min_lr": 3e-4,
-             "warmup_steps": 2, "eval_batches": 1,
+             "warmup_steps": 2, "eval_every": 0, "eval_batches": 1,
              "data": {"kind": "packed", "root": str(data), "mix": {"text": 1.0}}}  # fmt: skip
     spec = {"backend": "cpu", "init_dir": str(init), "out_dir": str(out), "threads": threads,
             "dtype": "bf16", "seed": 0, "stages": [stage]}  # fmt: skip

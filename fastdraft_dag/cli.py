@@ -27,6 +27,7 @@ from fastdraft_dag.assets.automation import TARGET_CHAIN
 from fastdraft_dag.assets.common import INTERRUPTED, INTERRUPTED_RUNS
 from fastdraft_dag.config.presets import PRESET_NAMES
 from fastdraft_dag.core.errors import InputError
+from fastdraft_dag.core.files import write_json_atomic
 
 ORDER = ("filtered_corpora", *TARGET_CHAIN)
 
@@ -331,7 +332,6 @@ def bench_command(args: argparse.Namespace) -> int:
     from fastdraft_dag.evaluation.results import bench_prompt_set
     from fastdraft_dag.reporting.tables import render_benchmark
     from fastdraft_dag.resources.core_ultra import CoreUltraResource
-    from fastdraft_dag.storage.artifacts import write_json_atomic
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(f"--out {args.out!r} is a file: name a folder (it holds results.json/md)")

@@ -12,6 +12,7 @@ import dagster as dg
 
 from fastdraft_dag.assets.common import build_artifact, result
 from fastdraft_dag.assets.partitions import TARGETS
+from fastdraft_dag.core.files import sha256_file
 from fastdraft_dag.evaluation.benchmark import (
     RELEASE_DIR,
     RESULTS_MD,
@@ -28,7 +29,6 @@ from fastdraft_dag.reporting import plots
 from fastdraft_dag.reporting.tables import md_table
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
-from fastdraft_dag.storage.artifacts import sha256_file
 from fastdraft_dag.storage.tables import benchmark_history, previous_acceptance, record_rows
 from fastdraft_dag.targets.resolve import card_metadata
 

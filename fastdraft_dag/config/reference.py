@@ -26,7 +26,7 @@ import yaml
 from fastdraft_dag.config.loader import describe, field_types, is_section, to_data
 from fastdraft_dag.config.presets import PROFILES
 from fastdraft_dag.config.schema import Profile
-from fastdraft_dag.storage.artifacts import write_text_atomic
+from fastdraft_dag.core.files import write_text_atomic
 
 REGENERATE = "python -m fastdraft_dag.config.reference docs/settings.md"
 

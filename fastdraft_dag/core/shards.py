@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fastdraft_dag.core.files import sha256_file, write_bytes_atomic, write_json_atomic
 
 FORMAT = "fastdraft-shards/1"
 
@@ -35,9 +36,7 @@ def write_shard(root: Path, domain: str, split: str, n: int, seqs: np.ndarray) -
     path = Path(root) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.ascontiguousarray(seqs).tobytes()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data, unique=False)
     return {
         "file": rel,
         "domain": domain,
@@ -49,9 +48,7 @@ def write_shard(root: Path, domain: str, split: str, n: int, seqs: np.ndarray) -
 
 def write_index(root: Path, index: dict[str, Any]) -> None:
     index = {"format": FORMAT, **index}
-    tmp = Path(root) / "index.json.tmp"
-    tmp.write_text(json.dumps(index, indent=2))
-    os.replace(tmp, Path(root) / "index.json")
+    write_json_atomic(Path(root) / "index.json", index, sort_keys=False, default=None, unique=False)
 
 
 def read_index(root: Path) -> dict[str, Any]:
@@ -69,7 +66,7 @@ def verify_shards(root: Path, index: dict[str, Any] | None = None) -> None:
     index = index or read_index(root)
     for entry in index["shards"]:
         path = Path(root) / entry["file"]
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+        digest = sha256_file(path) if path.is_file() else "missing"
         if digest != entry["sha256"]:
             raise ShardChecksumError(
                 f"shard {str(path)!r}: sha256 {digest} does not match index {entry['sha256']}"

@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from fastdraft_dag.core.files import atomic_path, write_text_atomic
 from fastdraft_dag.core.procs import worker_pool
 from fastdraft_dag.data import dedup, features
 from fastdraft_dag.data.dedup import DedupConfig
@@ -115,28 +116,28 @@ def filter_unit(unit: Unit, out: Path, options: CorpusOptions, threads: int = 1)
             raise
 
     reader = pa.RecordBatchReader.from_batches(_schema(options.dedup.num_perm), batches())
-    tmp = out.with_name(f".{out.name}.tmp")
-    con = _connect(out.parent / f".{out.stem}.scratch", options.memory_limit, threads)
-    try:
-        con.register("incoming", reader)
-        rules = default_rules(options.filters)
-        reason = drop_reason_sql(rules)
-        con.execute(
-            f"""COPY (
-                  SELECT id, source, domain, text, strlen(text) AS nbytes, {reason} AS reason,
-                         norm_hash AS hash, sig
-                  FROM ({features_sql("incoming", rules)})
-                ) TO {sql_str(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 2048, ROW_GROUP_SIZE_BYTES '8MB')"""
-        )
-    except duckdb.Error:
-        if failures:
-            raise failures[0] from None
-        raise
-    finally:
-        con.close()
-        shutil.rmtree(out.parent / f".{out.stem}.scratch", ignore_errors=True)
-    out.with_suffix(".skips.json").write_text(json.dumps(dict(skips)))
-    os.replace(tmp, out)  # last: the parquet's presence means the unit is done
+    # the parquet is renamed into place last: its presence means the unit is done
+    with atomic_path(out, unique=False) as tmp:
+        con = _connect(out.parent / f".{out.stem}.scratch", options.memory_limit, threads)
+        try:
+            con.register("incoming", reader)
+            rules = default_rules(options.filters)
+            reason = drop_reason_sql(rules)
+            con.execute(
+                f"""COPY (
+                      SELECT id, source, domain, text, strlen(text) AS nbytes, {reason} AS reason,
+                             norm_hash AS hash, sig
+                      FROM ({features_sql("incoming", rules)})
+                    ) TO {sql_str(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 2048, ROW_GROUP_SIZE_BYTES '8MB')"""
+            )
+        except duckdb.Error:
+            if failures:
+                raise failures[0] from None
+            raise
+        finally:
+            con.close()
+            shutil.rmtree(out.parent / f".{out.stem}.scratch", ignore_errors=True)
+        write_text_atomic(out.with_suffix(".skips.json"), json.dumps(dict(skips)), unique=False)
     return out
 
 

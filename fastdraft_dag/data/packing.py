@@ -23,6 +23,7 @@ import pyarrow.dataset as ds
 from tqdm import tqdm
 
 from fastdraft_dag.core import shards
+from fastdraft_dag.core.files import sha256_file
 
 DOMAINS = ("text", "code")
 SPLITS = ("train", "validation")
@@ -120,10 +121,6 @@ class ShardWriter:
         arr = np.stack(seqs).astype(self.dtype)
         n = len(self.entries)
         self.entries.append(shards.write_shard(self.root, self.domain, self.split, n, arr))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def copy_tokenizer(tokenizer_dir: Path, out_dir: Path) -> Path:
@@ -251,7 +248,7 @@ def tokenize_and_pack(
         "dtype": dtype.str,
         "eos_id": settings["sep_id"],
         "vocab_size": vocab_size,
-        "tokenizer_sha256": _sha256(tokenizer_dir / "tokenizer.json"),
+        "tokenizer_sha256": sha256_file(tokenizer_dir / "tokenizer.json"),
         "shards": entries,
         "tokens": tokens,
         "documents": documents,

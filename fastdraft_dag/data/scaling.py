@@ -11,14 +11,15 @@ other pipelines read, and `growth_exponent` fits the log-log slope of cost again
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fastdraft_dag.core.files import atomic_path
 from fastdraft_dag.sources.readers import Record
 
 NEAR_RATE = 0.02  # words changed in a near-duplicate copy: shingle Jaccard ~0.8 at n = 5
@@ -88,22 +89,21 @@ def write_parts(records: Iterable[Record], out_dir: Path, n_files: int) -> list[
     out_dir.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([("id", pa.string()), ("text", pa.string())])
     paths = [out_dir / f"part-{i:05d}.parquet" for i in range(n_files)]
-    tmps = [p.with_name(f".{p.name}.tmp") for p in paths]
-    writers = [pq.ParquetWriter(t, schema) for t in tmps]
-    buffers: list[list[Record]] = [[] for _ in paths]
-    try:
-        for i, r in enumerate(records):
-            buf = buffers[i % n_files]
-            buf.append(r)
-            if len(buf) >= 512:  # bounded memory: flush a row group
-                _flush(writers[i % n_files], buf, schema)
-        for w, buf in zip(writers, buffers, strict=True):
-            _flush(w, buf, schema)
-    finally:
-        for w in writers:
-            w.close()
-    for t, p in zip(tmps, paths, strict=True):
-        os.replace(t, p)
+    with ExitStack() as files:  # every part renamed into place when all are written
+        tmps = [files.enter_context(atomic_path(p, unique=False)) for p in paths]
+        writers = [pq.ParquetWriter(t, schema) for t in tmps]
+        buffers: list[list[Record]] = [[] for _ in paths]
+        try:
+            for i, r in enumerate(records):
+                buf = buffers[i % n_files]
+                buf.append(r)
+                if len(buf) >= 512:  # bounded memory: flush a row group
+                    _flush(writers[i % n_files], buf, schema)
+            for w, buf in zip(writers, buffers, strict=True):
+                _flush(w, buf, schema)
+        finally:
+            for w in writers:
+                w.close()
     return paths
 
 

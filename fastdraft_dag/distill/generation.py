@@ -13,7 +13,6 @@ Each prompt is answered at one temperature, chosen from the configured mix by a 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import warnings
 from collections import Counter
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.jsonl import append_jsonl, read_jsonl
 from fastdraft_dag.distill.backends import (
     BACKENDS,
     Backend,
@@ -191,13 +191,6 @@ def _answer(
     return kept, dropped
 
 
-def _append(path: Path, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            f.flush()
-
-
 def _backend(
     name: str,
     model: Any,
@@ -286,8 +279,8 @@ def generate_responses(
     )
     for chunk in _chunks(todo, batch_size * CHUNK_BATCHES):
         kept, dropped = _answer(engine, tokenizer, eos, chunk, keep_truncated, tally)
-        _append(out_path, kept)
-        _append(dropped_path(out_path), dropped)
+        append_jsonl(out_path, kept)
+        append_jsonl(dropped_path(out_path), dropped)
         written += len(kept)
         bar.update(len(chunk))
     bar.close()
@@ -317,9 +310,7 @@ def read_dropped_reasons(path: Path) -> dict[str, int]:
     """Drop counts by reason over every attempt (the sidecar file keeps them across resumes)."""
     counts: Counter = Counter()
     if Path(path).is_file():
-        for line in Path(path).read_text(encoding="utf-8").split("\n"):
-            try:
-                counts[json.loads(line)["reason"]] += 1
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+        for row in read_jsonl(path, on_bad="count")[0]:
+            if isinstance(row, dict) and "reason" in row:
+                counts[row["reason"]] += 1
     return dict(counts)

@@ -9,14 +9,14 @@ draft is trained on the context the target really saw. Generation itself is `kd_
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fastdraft_dag.core.files import atomic_path
+from fastdraft_dag.core.jsonl import read_jsonl, write_jsonl_atomic
 from fastdraft_dag.prompts.render import encode_prompt
 
 IGNORE = -100
@@ -58,24 +58,12 @@ def row_id(prompt_id: str, temperature: float, seed: int) -> str:
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> tuple[list[dict[str, Any]], int]:
-    rows, bad = [], 0
+    """Rows holding `required`, and the count of other lines (torn, not JSON, not a row)."""
     if not Path(path).is_file():
-        return rows, bad
-    # "\n" only: str.splitlines also breaks at U+2028 and kin, which json.dumps(ensure_ascii=
-    # False) leaves raw inside strings; a row with one would read as two torn lines and be lost.
-    for line in Path(path).read_text(encoding="utf-8").split("\n"):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(obj, dict) and all(k in obj for k in required):
-            rows.append(obj)
-        else:
-            bad += 1
-    return rows, bad
+        return [], 0
+    objs, bad = read_jsonl(path, on_bad="count")
+    rows = [o for o in objs if isinstance(o, dict) and all(k in o for k in required)]
+    return rows, bad + len(objs) - len(rows)
 
 
 def read_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -96,20 +84,14 @@ def _first_per_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    os.replace(tmp, path)
-
-
 def existing_ids(path: Path, require_response: bool = True) -> set[str]:
     """Ids already on disk; a torn last line and repeated ids are cut first, so appends stay
     valid JSONL and the file never holds an id twice."""
     rows, bad = _read_jsonl(path, ("id", "response") if require_response else ("id",))
-    unique = _first_per_id(rows)
-    if bad or len(unique) < len(rows):  # a torn line or a repeated id: rewrite the file clean
-        _write_rows(path, unique)
-    return {r["id"] for r in unique}
+    first = _first_per_id(rows)
+    if bad or len(first) < len(rows):  # a torn line or a repeated id: rewrite the file clean
+        write_jsonl_atomic(path, first, unique=False)
+    return {r["id"] for r in first}
 
 
 # ---------------------------------------------------------------- SFT arrays
@@ -205,9 +187,8 @@ def save_sft_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
     """Write atomically: a crash never leaves a half-written npz for the trainer to load."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, unique=False) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # a file object: np.savez appends no `.npz` to its name
 
 
 def response_token_ids(rows: list[dict[str, Any]], tokenizer: Any) -> list[list[int]]:

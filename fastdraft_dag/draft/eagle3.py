@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastdraft_dag.core.files import atomic_path
 from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 from fastdraft_dag.draft.derived import read_state
 
@@ -285,9 +284,8 @@ def save_head(
     out.mkdir(parents=True, exist_ok=True)
     state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     state = {k: v for k, v in state.items() if "rotary" not in k}
-    tmp = out / f".model.safetensors.tmp-{uuid.uuid4().hex[:8]}"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / "model.safetensors")
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
     cfg = head.config.to_dict()
     cfg["architectures"] = [ARCHITECTURE]
     (out / "config.json").write_text(json.dumps(cfg, indent=2, default=str))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.files import sha256_file
 from fastdraft_dag.core.tokenizers import TOKENIZER_FILES, require_same_tokens
 from fastdraft_dag.draft.eagle3 import is_eagle3_dir
 from fastdraft_dag.evaluation.benchmark import BenchDevice
@@ -23,7 +24,7 @@ from fastdraft_dag.evaluation.results import wallclock_db_rows
 from fastdraft_dag.openvino.export import export_ir
 from fastdraft_dag.prompts.eval_sets import load_prompts_jsonl
 from fastdraft_dag.prompts.overlap import overlap_with_eval
-from fastdraft_dag.storage.artifacts import sha256_file, stable_hash
+from fastdraft_dag.storage.artifacts import stable_hash
 from fastdraft_dag.storage.tables import record_rows
 
 Log = Callable[[str], None]

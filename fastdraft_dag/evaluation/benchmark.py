@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from fastdraft_dag.core.files import write_json_atomic
 from fastdraft_dag.evaluation.config import BenchConfig
 from fastdraft_dag.evaluation.live import choose_k
 from fastdraft_dag.evaluation.metrics import mbsu, param_bytes_ratio
@@ -25,7 +26,6 @@ from fastdraft_dag.openvino.ir_scoring import bytes_per_param
 from fastdraft_dag.reporting import plots
 from fastdraft_dag.reporting.model_card import release_card
 from fastdraft_dag.reporting.tables import render_benchmark
-from fastdraft_dag.storage.artifacts import write_json_atomic
 
 RESULTS_JSON, RESULTS_MD, RELEASE_DIR = "results.json", "results.md", "release"
 

@@ -7,20 +7,19 @@ Dagster here.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.files import replace_dir, write_json_atomic
 from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 from fastdraft_dag.draft.eagle3 import LAYERS_FILE
 from fastdraft_dag.evaluation.modes import DRAFTED, ModeChoice
 from fastdraft_dag.openvino.ir_scoring import ir_model_file
 from fastdraft_dag.prompts.eval_sets import EVAL_FAMILIES, eval_prompts, load_prompts_jsonl
 from fastdraft_dag.reporting.usage import hf_generation_settings
-from fastdraft_dag.storage.artifacts import write_json_atomic
 
 GENERATION_CONFIG = "generation_config.json"
 RELEASE_JSON = "release.json"
@@ -181,10 +180,7 @@ def write_release(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return replace_dir(tmp, out)
 
 
 def _copy_hf_draft(draft_dir: Path, out: Path) -> None:

@@ -13,7 +13,6 @@ device. No Dagster here.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import uuid
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.files import replace_dir
 from fastdraft_dag.draft.derived import load_fp32_model
 from fastdraft_dag.draft.eagle3 import is_eagle3_dir
 from fastdraft_dag.openvino.eagle3 import check_head_ir, export_head
@@ -99,10 +99,7 @@ def export_ir(model_dir: Path, out_dir: Path, weight_format: str) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.perf_counter() - start
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
     ir_files = ("openvino_model.xml", "openvino_model.bin")
     ir_bytes = sum((out_dir / f).stat().st_size for f in ir_files)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.jsonl import iter_jsonl, parse_lines, read_jsonl
 from fastdraft_dag.sources.specs import iter_source
 
 EVAL_FAMILIES = ("code", "instructions", "summarization", "text_completion")
@@ -71,13 +71,13 @@ def row(id_: str, task: str, prompt: str, chat: bool) -> dict[str, Any]:
 
 
 def _humaneval() -> list[dict[str, Any]]:
-    with gzip.open(package_file(*HUMANEVAL_FILE), "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    path = package_file(*HUMANEVAL_FILE)
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [line.get() for line in parse_lines(f, str(path))]
 
 
 def _mtbench() -> list[dict[str, Any]]:
-    lines = package_file(*MTBENCH_FILE).read_text(encoding="utf-8").split("\n")
-    return [json.loads(line) for line in lines if line.strip()]
+    return read_jsonl(package_file(*MTBENCH_FILE))[0]
 
 
 def _lee_articles() -> list[str]:
@@ -216,13 +216,8 @@ def load_prompts_jsonl(path: Path, allow_empty: bool = False) -> tuple[list[dict
     rows: list[dict[str, Any]] = []
     ids: set[str] = set()
     dropped = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
-        if not line.strip():
-            continue
-        try:
-            r = _valid_row(json.loads(line), allow_empty)
-        except json.JSONDecodeError:
-            r = None
+    for line in iter_jsonl(path, errors="replace"):
+        r = None if line.problem else _valid_row(line.value, allow_empty)
         if r is None or r["id"] in ids:
             dropped += 1
             continue

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import ModelCard, ModelCardData
+
+from fastdraft_dag.core.files import write_text_atomic
 from fastdraft_dag.reporting.tables import interval
 from fastdraft_dag.reporting.usage import (
     EAGLE3,
@@ -61,7 +64,7 @@ def training_table(metrics: Mapping[str, Any]) -> list[str]:
 def write_model_card(
     model_dir: Path, title: str, target: str, metrics: Mapping[str, Any], lineage: Mapping[str, str]
 ) -> None:
-    front = "---\nlibrary_name: transformers\ntags:\n- speculative-decoding\n- fastdraft\n---\n"
+    front = ModelCardData(library_name="transformers", tags=["speculative-decoding", "fastdraft"])
     table = training_table(metrics)
     body = [
         f"# {title}",
@@ -79,7 +82,7 @@ def write_model_card(
         *[f"- {k}: `{v}`" for k, v in lineage.items()],
         "",
     ]
-    (Path(model_dir) / "README.md").write_text(front + "\n".join(body))
+    write_text_atomic(Path(model_dir) / "README.md", card_text(front, "\n".join(body)))
 
 
 def _label(f: Figures) -> str:
@@ -140,15 +143,21 @@ def recommendation(choice: Mapping[str, Any], device: str) -> list[str]:
     return lines
 
 
-def card_front_matter(base_model: str | None, license_id: str | None) -> str:
+def card_text(data: ModelCardData, body: str) -> str:
+    """A model card: `data` as YAML front matter (huggingface_hub's own writer, so the hub and
+    `ModelCard.load` read it back), then the markdown `body`."""
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+
+
+def card_front_matter(base_model: str | None, license_id: str | None) -> ModelCardData:
     """Hugging Face model-card metadata: the hub shows the base model and license from it."""
-    lines = ["---", "library_name: transformers"]
-    if base_model:
-        lines.append(f"base_model: {base_model}")
-    lines.append(f"license: {license_id or 'other'}")
-    tags = ("speculative-decoding", "fastdraft", "openvino", "assistant-model")
-    lines += ["tags:", *[f"- {t}" for t in tags], "pipeline_tag: text-generation", "---", ""]
-    return "\n".join(lines)
+    return ModelCardData(
+        library_name="transformers",
+        base_model=base_model or None,
+        license=license_id or "other",
+        tags=["speculative-decoding", "fastdraft", "openvino", "assistant-model"],
+        pipeline_tag="text-generation",
+    )
 
 
 def release_card(
@@ -217,4 +226,4 @@ def release_card(
         *[f"- {k}: `{v}`" for k, v in lineage.items()],
         "",
     ]
-    return card_front_matter(base_model, license_id) + "\n".join(body)
+    return card_text(card_front_matter(base_model, license_id), "\n".join(body))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,14 +13,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from fastdraft_dag.core.files import atomic_path
+from fastdraft_dag.core.jsonl import read_jsonl
+
 
 def save(fig: Any, path: Path) -> Path:
     """Write atomically: a half-written PNG must never replace a good one."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, unique=False) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -138,8 +140,7 @@ def train_log_rows(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    return [json.loads(line) for line in lines if line.strip()]
+    return read_jsonl(path)[0]
 
 
 def loss_curve_plot(log_rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:

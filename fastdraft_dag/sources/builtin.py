@@ -13,7 +13,6 @@ from __future__ import annotations
 import bz2
 import html
 import importlib.util
-import json
 import re
 import sysconfig
 import xml.etree.ElementTree as ET
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastdraft_dag.core.jsonl import iter_jsonl
 from fastdraft_dag.sources.readers import Record, SourceError, record
 
 WIKI_FILE = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -190,17 +190,14 @@ def _chapter_record(book: str, chapter: int, verses: list[str]) -> Record:
 def read_kjv(path: Path) -> Iterator[Record]:
     """One record per chapter: verses alone are too short to teach a draft anything."""
     key, verses = None, []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            verse = json.loads(line)
-            this = (verse["book"], int(verse["chapter"]))
-            if key is not None and this != key:
-                yield _chapter_record(*key, verses)
-                verses = []
-            key = this
-            verses.append(f"{verse['verse']} {verse['text'].strip()}")
+    for line in iter_jsonl(path):
+        verse = line.get()
+        this = (verse["book"], int(verse["chapter"]))
+        if key is not None and this != key:
+            yield _chapter_record(*key, verses)
+            verses = []
+        key = this
+        verses.append(f"{verse['verse']} {verse['text'].strip()}")
     if key is not None:
         yield _chapter_record(*key, verses)
 

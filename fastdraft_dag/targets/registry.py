@@ -10,17 +10,17 @@ file lock: two processes adding targets at once both land, and a reader never se
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.core.errors import InputError
-from fastdraft_dag.storage.artifacts import write_json_atomic
+from fastdraft_dag.core.files import write_json_atomic
+from fastdraft_dag.core.locks import exclusive_lock
 from fastdraft_dag.targets.embedded import EMBEDDED
 from fastdraft_dag.targets.resolve import (
     TINY_NAME,
@@ -154,12 +154,5 @@ class TargetRegistry:
         }
         write_json_atomic(self.path, data)
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".{REGISTRY_FILE}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        return exclusive_lock(self.root / f".{REGISTRY_FILE}.lock")

@@ -13,8 +13,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from fastdraft_dag.storage.artifacts import sha256_file
+import yaml
+from huggingface_hub import ModelCard
+
+from fastdraft_dag.core.files import sha256_file
 from fastdraft_dag.targets.embedded import (
     EMBEDDED,
     SMOLLM2,
@@ -215,11 +219,17 @@ def card_metadata(name: str, path: Path) -> tuple[str | None, str | None]:
     if name == TINY_NAME:
         return None, SMOLLM2.license
     base = name.split("@")[0] if is_hub_id(name) else None
-    readme = Path(path) / "README.md"
-    text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
-    front = text.split("---")[1] if text.startswith("---") and text.count("---") >= 2 else ""
-    for line in front.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "license" and value.strip():
-            return base, value.strip().strip("'\"")
-    return base, None
+    license_id = readme_metadata(Path(path) / "README.md").get("license")
+    return base, str(license_id) if license_id else None
+
+
+def readme_metadata(readme: Path) -> dict[str, Any]:
+    """A model card's YAML front matter, read as the hub reads it; {} when there is no card or
+    its front matter does not parse (a card's metadata never stops a target from resolving)."""
+    if not readme.is_file():
+        return {}
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    try:
+        return ModelCard(text, ignore_metadata_errors=True).data.to_dict()
+    except (yaml.YAMLError, ValueError):
+        return {}

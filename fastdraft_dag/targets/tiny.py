@@ -6,11 +6,10 @@ outputs are noise; it is labelled as such wherever it is used, and no real resul
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from pathlib import Path
 
+from fastdraft_dag.core.files import replace_dir
 from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 
 
@@ -39,7 +38,4 @@ def build_tiny_target(target_dir: Path, out: Path, seed: int = 0) -> Path:
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     model.save_pretrained(tmp, safe_serialization=True)
     copy_tokenizer_files(target_dir, tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return replace_dir(tmp, out)

@@ -15,7 +15,6 @@ same version reuses, so a rerun after a crash finds its checkpoints there.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
+from fastdraft_dag.core.files import replace_dir, write_text_atomic
 from fastdraft_dag.training.errors import TrainingError
 
 LATEST = "LATEST"
@@ -40,12 +40,6 @@ class Checkpoint:
     @property
     def global_step(self) -> int:
         return int(self.state["global_step"])
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def rng_states() -> dict[str, torch.Tensor]:
@@ -81,14 +75,12 @@ def save_checkpoint(
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_states(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        final = root / name
-        if final.exists():  # a checkpoint of the same step from an earlier attempt
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        # an existing one is a checkpoint of the same step from an earlier attempt
+        final = replace_dir(tmp, root / name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _atomic_text(root / LATEST, name)
+    write_text_atomic(root / LATEST, name)
     _prune(root, keep)
     return Checkpoint(final, state)
 

@@ -10,6 +10,11 @@ from fastdraft_dag.draft.sizes import DraftSize
 STAGE_LOSSES = ("ce", "fkl", "tvd")  # training/losses.py
 
 
+def min_lr_of(lr: float, min_lr: float | None) -> float:
+    """The learning rate at the end of the cosine decay: `min_lr`, or a tenth of `lr`."""
+    return min_lr if min_lr is not None else lr / 10
+
+
 @dataclass(frozen=True)
 class StageConfig:
     name: str  # stage name: in logs, checkpoints and the model card

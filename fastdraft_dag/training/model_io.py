@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fastdraft_dag.core.files import write_json_atomic
 from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 from fastdraft_dag.draft.derived import kept_ids_of, load_draft
 from fastdraft_dag.draft.derived import save_draft as save_hf_draft
@@ -70,6 +69,4 @@ def save_draft(model: torch.nn.Module, spec: TrainSpec, metrics: dict[str, Any])
     else:
         save_hf_draft(model.to("cpu"), out)
         copy_tokenizer_files(Path(spec.init_dir), out)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    write_json_atomic(out / "metrics.json", metrics, sort_keys=False, default=None, unique=False)

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.locks import exclusive_lock
 from fastdraft_dag.core.procs import die_with_parent as core_die_with_parent
-from fastdraft_dag.storage.artifacts import exclusive_lock
 from fastdraft_dag.training.trainer import train
 
 PARENT_ENV = "FASTDRAFT_PARENT_PID"

@@ -7,38 +7,49 @@ a typo ('warmup': 20) must never silently train with a default.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any
 
-from fastdraft_dag.training.config import STAGE_LOSSES, StageConfig
+from fastdraft_dag.training.config import STAGE_LOSSES, StageConfig, min_lr_of
 from fastdraft_dag.training.errors import TrainingError
+
+# The recipe's defaults are the trainer's: a hand-written spec that leaves a setting out trains
+# as a recipe stage that leaves it out would (tests/training/test_training.py checks it).
+RECIPE = {f.name: f.default for f in fields(StageConfig) if f.default is not MISSING}
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One training stage as the trainer runs it; field names are the JSON keys."""
+    """One training stage as the trainer runs it; field names are the JSON keys. What is
+    required and every default are StageConfig's (`mix` is in `data`)."""
 
     name: str
     data: dict
-    steps: int = 100
-    batch_size: int = 8  # global rows per micro-batch, split over the processes
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 10
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 0  # 0: evaluate only at the end of the stage
-    eval_batches: int = 4
-    loss: str = "ce"  # "ce" on the labels, or a logit loss on the data's teacher top-k (losses.py)
+    steps: int
+    batch_size: int  # global rows per micro-batch, split over the processes
+    lr: float
+    grad_accum: int = RECIPE["grad_accum"]
+    min_lr: float | None = RECIPE["min_lr"]  # None: lr / 10 (set on construction)
+    warmup_steps: int = RECIPE["warmup_steps"]
+    weight_decay: float = RECIPE["weight_decay"]
+    grad_clip: float = RECIPE["grad_clip"]
+    eval_every: int = RECIPE["eval_every"]  # 0: evaluate only at the end of the stage
+    eval_batches: int = RECIPE["eval_batches"]
+    # "ce" on the labels, or a logit loss on the data's teacher top-k (losses.py)
+    loss: str = RECIPE["loss"]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_lr", min_lr_of(self.lr, self.min_lr))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Stage:
         unknown = sorted(set(raw) - {f.name for f in fields(cls)})
         if unknown:
             raise TrainingError(f"stage {raw.get('name')!r}: unknown keys {unknown}")
-        if "name" not in raw or "data" not in raw:
-            raise TrainingError(f"stage {raw!r}: 'name' and 'data' are required")
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        missing = [k for k in required if k not in raw]
+        if missing:
+            raise TrainingError(f"stage {raw.get('name')!r}: {missing} are required (of {raw!r})")
         stage = cls(**raw)
         if stage.steps <= 0 or stage.batch_size <= 0 or stage.grad_accum <= 0:
             raise TrainingError(f"stage {stage.name!r}: steps, batch_size, grad_accum must be > 0")
@@ -58,7 +69,7 @@ class Stage:
             batch_size=cfg.batch_size,
             grad_accum=cfg.grad_accum,
             lr=cfg.lr,
-            min_lr=cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10,
+            min_lr=cfg.min_lr,
             warmup_steps=cfg.warmup_steps,
             weight_decay=cfg.weight_decay,
             grad_clip=cfg.grad_clip,

@@ -7,11 +7,12 @@ curves show one consistent run. TensorBoard is optional: the Gaudi environment m
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from fastdraft_dag.core.files import write_text_atomic
+from fastdraft_dag.core.jsonl import iter_jsonl, jsonl_text
 
 Log = Callable[[str], None]
 Report = Callable[[dict], None]
@@ -19,14 +20,16 @@ TB_TAGS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu")
 
 
 def _trim_jsonl(path: Path, keep_until: int) -> None:
-    """Keep rows whose global step is <= keep_until (atomic rewrite)."""
+    """Keep rows whose global step is <= keep_until, as written (atomic rewrite). A line torn
+    by the kill that ended the previous run is dropped: it belongs to no checkpointed step."""
     if not path.is_file():
         return
-    rows = [r for r in path.read_text().split("\n") if r.strip()]
-    kept = [r for r in rows if json.loads(r).get("global_step", 0) <= keep_until]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(r + "\n" for r in kept))
-    os.replace(tmp, path)
+    kept = [
+        line.raw.rstrip("\n") + "\n"
+        for line in iter_jsonl(path)
+        if line.problem is None and line.value.get("global_step", 0) <= keep_until
+    ]
+    write_text_atomic(path, "".join(kept), unique=False)
 
 
 def _summary_writer(log_dir: Path, purge_step: int | None, log: Log) -> Any:
@@ -71,7 +74,7 @@ class Telemetry:
         """One JSONL row; train and eval rows also go to TensorBoard under `<stage>/<tag>`."""
         if not self.main:
             return
-        self._file.write(json.dumps(row) + "\n")
+        self._file.write(jsonl_text([row], ensure_ascii=True))
         self._file.flush()
         if self._tb is None:
             return

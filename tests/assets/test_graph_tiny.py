@@ -280,7 +280,7 @@ def test_definitions_load_for_every_profile(name, tmp_path):
 
 def test_tokenizer_mismatch_blocks_downstream_naming_both(tiny):
     root, defs, instance, _ = tiny
-    from fastdraft_dag.storage.artifacts import sha256_file
+    from fastdraft_dag.core.files import sha256_file
 
     draft = ArtifactStore(root).latest("aligned_draft", "tiny-random").path
     names = ("chat_template.jinja", "tokenizer.json", "manifest.json")

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from huggingface_hub import ModelCard, metadata_load
 
 from fastdraft_dag.evaluation import benchmark, modes
 from fastdraft_dag.evaluation.bootstrap import pooled_speedup, speedup_interval
 from fastdraft_dag.evaluation.config import BenchConfig
 from fastdraft_dag.evaluation.offline import rows_by_task
 from fastdraft_dag.evaluation.results import RELEASE_JSON, sd_generation_settings, write_release
-from fastdraft_dag.reporting.model_card import release_card
+from fastdraft_dag.reporting.model_card import release_card, write_model_card
 from fastdraft_dag.reporting.tables import render_benchmark
+from fastdraft_dag.targets.resolve import card_metadata
 
 PLAIN_TOK_S = 100.0
 
@@ -182,6 +184,37 @@ def test_card_names_the_chosen_mode_plainly() -> None:
     assert "draft_model" not in plain and "num_assistant_tokens" not in plain
     for card in (lookup, plain):
         assert "Recommended: speculative decoding" not in card
+
+
+def test_card_front_matter_is_what_the_hub_reads(tmp_path: Path) -> None:
+    """The release card's metadata round-trips through huggingface_hub (what the hub shows:
+    base model, license, tags), its body follows the front matter, and a target directory's
+    card gives the draft its license; a card whose front matter does not parse gives none."""
+    card = release_card(
+        target="org/model", draft_precision="int8",
+        choice=modes.choose_mode(SD_K_WINS).to_dict(), device="CPU", summary_md="| table |",
+        images={}, lineage={"aligned_draft": "abc"}, base_model="org/model",
+        license_id="apache-2.0",
+    )  # fmt: skip
+    (tmp_path / "README.md").write_text(card)
+    data = ModelCard.load(tmp_path / "README.md").data.to_dict()
+    assert data == {
+        "base_model": "org/model", "library_name": "transformers", "license": "apache-2.0",
+        "pipeline_tag": "text-generation",
+        "tags": ["speculative-decoding", "fastdraft", "openvino", "assistant-model"],
+    }  # fmt: skip
+    assert card.startswith("---\n") and "\n---\n# FastDraft draft for `org/model`" in card
+    assert card_metadata(str(tmp_path), tmp_path) == (None, "apache-2.0")
+    (tmp_path / "README.md").write_text("---\nlicense: [mit\n---\n# broken")
+    assert card_metadata(str(tmp_path), tmp_path) == (None, None)
+    (tmp_path / "README.md").write_text("# no front matter; license: mit\n")
+    assert card_metadata(str(tmp_path), tmp_path) == (None, None)
+    write_model_card(tmp_path, "Draft", "t", {"val_loss": 1.5}, {"x": "y"})
+    text = (tmp_path / "README.md").read_text()
+    assert text.startswith("---\nlibrary_name: transformers\ntags:\n- speculative-decoding\n")
+    assert metadata_load(tmp_path / "README.md") == {
+        "library_name": "transformers", "tags": ["speculative-decoding", "fastdraft"],
+    }  # fmt: skip
 
 
 def _offline() -> list[dict]:

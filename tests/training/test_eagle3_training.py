@@ -114,7 +114,7 @@ def test_hpu_routes_heads_to_the_loop_on_one_device(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("PT_HPU_LAZY_MODE", raising=False)
     from fastdraft_dag.training.spec import Stage
 
-    draft = TrainSpec("init", "out", (Stage(name="s", data={}),))
+    draft = TrainSpec("init", "out", (Stage(name="s", data={}, steps=1, batch_size=8, lr=1e-3),))
     head = dataclasses.replace(draft, teacher_dir="target")
     assert gaudi_trainer_runs(draft, "hpu", World()) is True
     assert gaudi_trainer_runs(draft, "cuda", World()) is False

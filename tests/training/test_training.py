@@ -3,6 +3,7 @@ resume after kill -9 and SIGTERM, NaN / exploding loss, out of memory, corrupted
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -122,7 +123,7 @@ def test_simulated_gaudi_without_optimum_habana_names_the_requirements(
 def test_resource_refuses_hpu_before_launch(tmp_path: Path) -> None:
     resource_ = HPUTrainingResource(backend="hpu")
     with pytest.raises(backends.BackendUnavailableError, match="'hpu' requested"):
-        stage = loop.Stage(name="s", data={})
+        stage = loop.Stage(name="s", data={}, steps=1, batch_size=8, lr=1e-3)
         resource_.train(
             context=None, spec=TrainSpec("i", str(tmp_path / "o"), (stage,)), work_dir=tmp_path
         )
@@ -222,8 +223,31 @@ def test_gaudi_dataset_rows_do_not_depend_on_order(workspace: dict[str, Path]) -
 # ----------------------------------------------------------------------------- loop pieces
 
 
+def test_trainer_stage_and_recipe_stage_share_every_default() -> None:
+    """A hand-written spec and a recipe stage that leave a setting out must train alike: the
+    trainer's Stage takes its required fields and defaults from StageConfig, so they cannot
+    drift (warmup 10 vs 20, eval_every 0 vs 100, eval_batches 4 vs 8 did)."""
+    recipe = {f.name: f for f in dataclasses.fields(StageConfig)}
+    trainer_ = {f.name: f for f in dataclasses.fields(loop.Stage)}
+    assert set(trainer_) - set(recipe) == {"data"} and set(recipe) - set(trainer_) == {"mix"}
+    for name in set(recipe) & set(trainer_):
+        assert (trainer_[name].default, trainer_[name].default_factory) == (
+            recipe[name].default,
+            recipe[name].default_factory,
+        ), name
+    cfg = StageConfig(name="s", steps=5, batch_size=4, lr=2e-3)
+    by_recipe = loop.Stage.from_config(cfg, data={})
+    by_hand = loop.Stage.from_dict(
+        {"name": "s", "data": {}, "steps": 5, "batch_size": 4, "lr": 2e-3}
+    )
+    assert by_recipe == by_hand and by_hand.min_lr == pytest.approx(2e-4)
+    with pytest.raises(loop.TrainingError, match=r"\['steps', 'batch_size', 'lr'\] are required"):
+        loop.Stage.from_dict({"name": "s", "data": {}})
+
+
 def test_lr_schedule_warmup_then_cosine_to_min() -> None:
-    stage = loop.Stage(name="s", data={}, steps=20, lr=1.0, min_lr=0.1, warmup_steps=4)
+    stage = loop.Stage(name="s", data={}, steps=20, batch_size=8, lr=1.0, min_lr=0.1,
+                       warmup_steps=4)  # fmt: skip
     lrs = [loop.lr_at(s, stage) for s in range(20)]
     assert lrs[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert lrs[4] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1)
@@ -254,7 +278,9 @@ def test_unknown_stage_or_spec_key_refused() -> None:
     with pytest.raises(loop.TrainingError, match="checkpoint_evry"):
         trainer.parse_spec({"init_dir": "i", "out_dir": "o", "stages": [], "checkpoint_evry": 5})
     with pytest.raises(loop.TrainingError, match="dtype"):
-        TrainSpec("i", "o", (loop.Stage(name="s", data={}),), dtype="fp8")
+        TrainSpec(
+            "i", "o", (loop.Stage(name="s", data={}, steps=1, batch_size=8, lr=1e-3),), dtype="fp8"
+        )
 
 
 def test_recipe_stage_becomes_one_trainer_stage() -> None:
