@@ -19,7 +19,7 @@ import dagster as dg
 
 from fastdraft_dag.assets import alignment, data, eagle3, evaluation, export, target, training
 from fastdraft_dag.assets import automation as ops
-from fastdraft_dag.core.env import env_float
+from fastdraft_dag.core.settings import Settings
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
@@ -53,21 +53,13 @@ def build_defs(
     cron_timezone: str | None = None,
     acceptance_tolerance: float | None = None,
 ) -> dg.Definitions:
-    env = os.environ.get
-    retrain_cron = ops.validate_cron(
-        "FASTDRAFT_RETRAIN_CRON",
-        retrain_cron or env("FASTDRAFT_RETRAIN_CRON", ops.DEFAULT_RETRAIN_CRON),
-    )
-    observe_cron = ops.validate_cron(
-        "FASTDRAFT_OBSERVE_CRON",
-        observe_cron or env("FASTDRAFT_OBSERVE_CRON", ops.DEFAULT_OBSERVE_CRON),
-    )
-    tz = ops.validate_timezone(
-        "FASTDRAFT_CRON_TZ", cron_timezone or env("FASTDRAFT_CRON_TZ", ops.DEFAULT_TIMEZONE)
-    )
+    env = Settings.from_env()  # every FASTDRAFT_* variable, its type and range checked here
+    retrain_cron = ops.validate_cron("FASTDRAFT_RETRAIN_CRON", retrain_cron or env.retrain_cron)
+    observe_cron = ops.validate_cron("FASTDRAFT_OBSERVE_CRON", observe_cron or env.observe_cron)
+    tz = ops.validate_timezone("FASTDRAFT_CRON_TZ", cron_timezone or env.cron_tz)
     verify_level()  # FASTDRAFT_VERIFY, read again by each asset's store
     if acceptance_tolerance is None:
-        acceptance_tolerance = env_float("FASTDRAFT_ACCEPTANCE_TOLERANCE", 0.02, 0.0)
+        acceptance_tolerance = env.acceptance_tolerance
     pipeline = FastDraftPipeline(
         profile_name=profile,
         artifact_root=artifact_root,
@@ -91,10 +83,10 @@ def build_defs(
     )
 
 
-defs = build_defs(
-    os.environ.get("FASTDRAFT_PROFILE", "default"),
-    os.environ.get("FASTDRAFT_HOME", "artifacts"),
-    os.environ.get("FASTDRAFT_TARGET", ""),
-    os.environ.get("FASTDRAFT_SOURCES", ""),
-    config_file=os.environ.get("FASTDRAFT_CONFIG", ""),
-)
+def defs_from_env() -> dg.Definitions:
+    """What `dagster dev` serves: the code location as the FASTDRAFT_* variables choose it."""
+    env = Settings.from_env()
+    return build_defs(env.profile, env.home, env.target, env.sources, config_file=env.config)
+
+
+defs = defs_from_env()

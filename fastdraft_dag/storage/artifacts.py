@@ -35,6 +35,7 @@ from typing import Any
 
 from fastdraft_dag.core.errors import ConfigError
 from fastdraft_dag.core.memory import PeakMemory
+from fastdraft_dag.core.settings import read_setting
 
 MANIFEST = "manifest.json"
 VERIFY_LEVELS = ("sizes", "consumed", "all")
@@ -202,7 +203,7 @@ def _holder(fd: int, patience: float = 1.0) -> str:
 def verify_level(value: str = "") -> str:
     """What a reuse checks: `value`, else FASTDRAFT_VERIFY, else "consumed"; checked when the
     Definitions are built, so a typo fails once, not asset by asset with retries."""
-    level = value or os.environ.get("FASTDRAFT_VERIFY", "") or "consumed"
+    level = value or read_setting("FASTDRAFT_VERIFY")
     if level not in VERIFY_LEVELS:
         raise ConfigError(f"FASTDRAFT_VERIFY={level!r}: expected one of {', '.join(VERIFY_LEVELS)}")
     return level

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fastdraft_dag.core.procs import die_with_parent as core_die_with_parent
+from fastdraft_dag.core.settings import read_setting
 from fastdraft_dag.storage.artifacts import exclusive_lock
 from fastdraft_dag.training.trainer import train
 
@@ -36,8 +37,8 @@ def die_with_parent() -> bool:
     """Get SIGTERM (a checkpoint, then exit) when the launching process dies; False (exit) if
     it is already gone. Without this, `kill -9` of `fastdraft run` leaves the trainer running
     under PID 1, still writing checkpoints."""
-    expected = os.environ.get(PARENT_ENV, "")
-    return not expected or core_die_with_parent(int(expected), signal.SIGTERM)
+    expected = read_setting(PARENT_ENV)
+    return not expected or core_die_with_parent(expected, signal.SIGTERM)
 
 
 def _checkpoint_lock(spec: dict[str, Any]) -> contextlib.AbstractContextManager:
