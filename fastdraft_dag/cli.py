@@ -23,8 +23,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from fastdraft_dag.assets.automation import TARGET_CHAIN
 from fastdraft_dag.assets.common import INTERRUPTED, INTERRUPTED_RUNS
+from fastdraft_dag.assets.partitions import TARGET_CHAIN
 from fastdraft_dag.core.errors import InputError
 from fastdraft_dag.core.settings import read_setting
 
@@ -59,14 +59,15 @@ def materialize_all(
     """
     import dagster as dg
 
-    from fastdraft_dag.assets.automation import ensure_default_target, stale_asset_keys
     from fastdraft_dag.assets.partitions import TARGETS
+    from fastdraft_dag.assets.registration import ensure_default_target
     from fastdraft_dag.assets.runs import (
         heal_dead_runs,
         process_tags,
         selection_pools,
         wait_for_pools,
     )
+    from fastdraft_dag.assets.staleness import stale_asset_keys
     from fastdraft_dag.definitions import build_defs
 
     defs = build_defs(
@@ -238,8 +239,8 @@ def history_command(args: argparse.Namespace) -> int:
 
 
 def targets_command(args: argparse.Namespace) -> int:
-    from fastdraft_dag.assets.automation import register_targets
     from fastdraft_dag.assets.partitions import TARGETS
+    from fastdraft_dag.assets.registration import register_targets
     from fastdraft_dag.reporting.tables import md_table
     from fastdraft_dag.resources.pipeline import FastDraftPipeline
     from fastdraft_dag.targets.registry import TargetRegistryError, TargetSpec

@@ -17,8 +17,18 @@ import os
 
 import dagster as dg
 
-from fastdraft_dag.assets import alignment, data, eagle3, evaluation, export, target, training
-from fastdraft_dag.assets import automation as ops
+from fastdraft_dag.assets import (
+    alignment,
+    data,
+    eagle3,
+    evaluation,
+    export,
+    registration,
+    schedules,
+    target,
+    training,
+)
+from fastdraft_dag.assets.automation import retrain_in_window, with_automation
 from fastdraft_dag.core.settings import Settings
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
@@ -26,19 +36,6 @@ from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.artifacts import verify_level
 
 ASSET_MODULES = (target, data, training, alignment, eagle3, export, evaluation)
-
-# Records the target's revision (one partition per target; all targets without a partition key);
-# a changed revision is what makes that target's draft chain stale.
-observe_targets = dg.define_asset_job(
-    "observe_targets", selection=dg.AssetSelection.assets("target_model")
-)
-# One target's whole chain, with a max runtime that run monitoring enforces (training is long).
-retrain_target = dg.define_asset_job(
-    "retrain_target",
-    selection=dg.AssetSelection.assets(*ops.TARGET_CHAIN),  # partitioned by target (inferred)
-    tags={dg.MAX_RUNTIME_SECONDS_TAG: str(ops.RETRAIN_MAX_RUNTIME_S)},
-    description="Rematerialize one target's chain (tokenized_shards -> benchmark_tables); up-to-date steps reuse their artifacts.",
-)
 
 
 def build_defs(
@@ -54,9 +51,13 @@ def build_defs(
     acceptance_tolerance: float | None = None,
 ) -> dg.Definitions:
     env = Settings.from_env()  # every FASTDRAFT_* variable, its type and range checked here
-    retrain_cron = ops.validate_cron("FASTDRAFT_RETRAIN_CRON", retrain_cron or env.retrain_cron)
-    observe_cron = ops.validate_cron("FASTDRAFT_OBSERVE_CRON", observe_cron or env.observe_cron)
-    tz = ops.validate_timezone("FASTDRAFT_CRON_TZ", cron_timezone or env.cron_tz)
+    retrain_cron = schedules.validate_cron(
+        "FASTDRAFT_RETRAIN_CRON", retrain_cron or env.retrain_cron
+    )
+    observe_cron = schedules.validate_cron(
+        "FASTDRAFT_OBSERVE_CRON", observe_cron or env.observe_cron
+    )
+    tz = schedules.validate_timezone("FASTDRAFT_CRON_TZ", cron_timezone or env.cron_tz)
     verify_level()  # FASTDRAFT_VERIFY, read again by each asset's store
     if acceptance_tolerance is None:
         acceptance_tolerance = env.acceptance_tolerance
@@ -71,10 +72,17 @@ def build_defs(
     threads = pipeline.profile.threads or os.cpu_count() or 1
     assets = dg.load_assets_from_modules(ASSET_MODULES)
     return dg.Definitions(
-        assets=ops.with_automation(assets, ops.retrain_in_window(retrain_cron, tz)),
-        jobs=[observe_targets, retrain_target, ops.register_targets_job],
-        schedules=[ops.build_observe_schedule(observe_cron, tz, observe_targets)],
-        sensors=[ops.build_target_partitions_sensor(), ops.build_automation_sensor()],
+        assets=with_automation(assets, retrain_in_window(retrain_cron, tz)),
+        jobs=[
+            schedules.observe_targets,
+            schedules.retrain_target,
+            registration.register_targets_job,
+        ],
+        schedules=[schedules.build_observe_schedule(observe_cron, tz, schedules.observe_targets)],
+        sensors=[
+            registration.build_target_partitions_sensor(),
+            schedules.build_automation_sensor(),
+        ],
         resources={
             "pipeline": pipeline,
             "hpu": HPUTrainingResource.from_env(threads),  # FASTDRAFT_HPU_* (README)

@@ -9,7 +9,7 @@ rendered from these declarations (`tests/core/test_settings.py` compares them):
     python -m fastdraft_dag.core.settings README.md
 
 This module parses types and ranges only. What needs a higher layer is checked there, naming the
-variable: cron strings and timezones (assets/automation.py), the verify level
+variable: cron strings and timezones (assets/schedules.py), the verify level
 (storage/artifacts.py), the backend and launcher (the training resource).
 """
 
