@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install install-qwen home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 bench-eagle3-trees bench-eagle3-features report test ui lint format clean browser
+.PHONY: install install-qwen home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 bench-eagle3-trees bench-eagle3-features report test test-unit ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -79,8 +79,11 @@ browser:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	$(CHROMIUM) --version
 
-test: install browser
+test: install browser  ## every test: unit, graph, faults, browser (what CI runs)
 	FASTDRAFT_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
+
+test-unit: install  ## the quick loop: library and definitions tests, no end-to-end graph, CLI faults or browser
+	$(BIN)/pytest -q -m unit
 
 ui: install home  ## Dagster UI on http://127.0.0.1:3000 with a persistent instance
 	FASTDRAFT_PROFILE=$(PROFILE) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

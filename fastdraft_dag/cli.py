@@ -23,11 +23,12 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from fastdraft_dag.assets.automation import TARGET_CHAIN
 from fastdraft_dag.assets.common import INTERRUPTED, INTERRUPTED_RUNS
+from fastdraft_dag.assets.partitions import TARGET_CHAIN
 from fastdraft_dag.config.presets import PRESET_NAMES
 from fastdraft_dag.core.errors import InputError
 from fastdraft_dag.core.files import write_json_atomic
+from fastdraft_dag.core.settings import read_setting
 
 ORDER = ("filtered_corpora", *TARGET_CHAIN)
 
@@ -60,18 +61,19 @@ def materialize_all(
     """
     import dagster as dg
 
-    from fastdraft_dag.assets.automation import ensure_default_target, stale_asset_keys
     from fastdraft_dag.assets.partitions import TARGETS
+    from fastdraft_dag.assets.registration import ensure_default_target
     from fastdraft_dag.assets.runs import (
         heal_dead_runs,
         process_tags,
         selection_pools,
         wait_for_pools,
     )
+    from fastdraft_dag.assets.staleness import stale_asset_keys
     from fastdraft_dag.definitions import build_defs
 
     defs = build_defs(
-        profile, root, target, os.environ.get("FASTDRAFT_SOURCES", ""), config_file=config_file
+        profile, root, target, read_setting("FASTDRAFT_SOURCES"), config_file=config_file
     )
     pipeline = defs.resources["pipeline"]
     instance = _instance()
@@ -239,8 +241,8 @@ def history_command(args: argparse.Namespace) -> int:
 
 
 def targets_command(args: argparse.Namespace) -> int:
-    from fastdraft_dag.assets.automation import register_targets
     from fastdraft_dag.assets.partitions import TARGETS
+    from fastdraft_dag.assets.registration import register_targets
     from fastdraft_dag.reporting.tables import md_table
     from fastdraft_dag.resources.pipeline import FastDraftPipeline
     from fastdraft_dag.targets.registry import TargetRegistryError, TargetSpec
@@ -411,32 +413,32 @@ def _recipe_options(parser: argparse.ArgumentParser) -> None:
     """--profile, --config and --target: what every command that reads a recipe takes."""
     parser.add_argument(
         "--profile",
-        default=os.environ.get("FASTDRAFT_PROFILE", "default"),
+        default=read_setting("FASTDRAFT_PROFILE"),
         help=f"preset the recipe starts from: {' | '.join(PRESET_NAMES)} "
         "(env FASTDRAFT_PROFILE; default: %(default)s)",
     )
     parser.add_argument(
         "--config",
-        default=os.environ.get("FASTDRAFT_CONFIG", ""),
+        default=read_setting("FASTDRAFT_CONFIG"),
         metavar="RECIPE.yaml",
         help="recipe file overriding settings of the preset; its `base:` names the preset "
         "(env FASTDRAFT_CONFIG; settings: docs/settings.md)",
     )
     parser.add_argument(
         "--target",
-        default=os.environ.get("FASTDRAFT_TARGET", ""),
+        default=read_setting("FASTDRAFT_TARGET"),
         help="hub id or local directory replacing the recipe's target, registered on first use "
         "(env FASTDRAFT_TARGET)",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command line; every option says what it is (tests/test_cli_help.py checks)."""
+    """The whole command line; every option says what it is (tests/test_cli.py checks)."""
     common = argparse.ArgumentParser(add_help=False)
     _recipe_options(common)
     common.add_argument(
         "--root",
-        default=os.environ.get("FASTDRAFT_HOME", "artifacts"),
+        default=read_setting("FASTDRAFT_HOME"),
         help="artifact root: artifacts, the DuckDB tables and targets.json "
         "(env FASTDRAFT_HOME; default: %(default)s)",
     )

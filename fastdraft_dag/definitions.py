@@ -17,28 +17,25 @@ import os
 
 import dagster as dg
 
-from fastdraft_dag.assets import alignment, data, eagle3, evaluation, export, target, training
-from fastdraft_dag.assets import automation as ops
-from fastdraft_dag.core.env import env_float
+from fastdraft_dag.assets import (
+    alignment,
+    data,
+    eagle3,
+    evaluation,
+    export,
+    registration,
+    schedules,
+    target,
+    training,
+)
+from fastdraft_dag.assets.automation import retrain_in_window, with_automation
+from fastdraft_dag.core.settings import Settings
 from fastdraft_dag.resources.core_ultra import CoreUltraResource
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.artifacts import verify_level
 
 ASSET_MODULES = (target, data, training, alignment, eagle3, export, evaluation)
-
-# Records the target's revision (one partition per target; all targets without a partition key);
-# a changed revision is what makes that target's draft chain stale.
-observe_targets = dg.define_asset_job(
-    "observe_targets", selection=dg.AssetSelection.assets("target_model")
-)
-# One target's whole chain, with a max runtime that run monitoring enforces (training is long).
-retrain_target = dg.define_asset_job(
-    "retrain_target",
-    selection=dg.AssetSelection.assets(*ops.TARGET_CHAIN),  # partitioned by target (inferred)
-    tags={dg.MAX_RUNTIME_SECONDS_TAG: str(ops.RETRAIN_MAX_RUNTIME_S)},
-    description="Rematerialize one target's chain (tokenized_shards -> benchmark_tables); up-to-date steps reuse their artifacts.",
-)
 
 
 def build_defs(
@@ -53,21 +50,17 @@ def build_defs(
     cron_timezone: str | None = None,
     acceptance_tolerance: float | None = None,
 ) -> dg.Definitions:
-    env = os.environ.get
-    retrain_cron = ops.validate_cron(
-        "FASTDRAFT_RETRAIN_CRON",
-        retrain_cron or env("FASTDRAFT_RETRAIN_CRON", ops.DEFAULT_RETRAIN_CRON),
+    env = Settings.from_env()  # every FASTDRAFT_* variable, its type and range checked here
+    retrain_cron = schedules.validate_cron(
+        "FASTDRAFT_RETRAIN_CRON", retrain_cron or env.retrain_cron
     )
-    observe_cron = ops.validate_cron(
-        "FASTDRAFT_OBSERVE_CRON",
-        observe_cron or env("FASTDRAFT_OBSERVE_CRON", ops.DEFAULT_OBSERVE_CRON),
+    observe_cron = schedules.validate_cron(
+        "FASTDRAFT_OBSERVE_CRON", observe_cron or env.observe_cron
     )
-    tz = ops.validate_timezone(
-        "FASTDRAFT_CRON_TZ", cron_timezone or env("FASTDRAFT_CRON_TZ", ops.DEFAULT_TIMEZONE)
-    )
+    tz = schedules.validate_timezone("FASTDRAFT_CRON_TZ", cron_timezone or env.cron_tz)
     verify_level()  # FASTDRAFT_VERIFY, read again by each asset's store
     if acceptance_tolerance is None:
-        acceptance_tolerance = env_float("FASTDRAFT_ACCEPTANCE_TOLERANCE", 0.02, 0.0)
+        acceptance_tolerance = env.acceptance_tolerance
     pipeline = FastDraftPipeline(
         profile_name=profile,
         artifact_root=artifact_root,
@@ -79,10 +72,17 @@ def build_defs(
     threads = pipeline.profile.threads or os.cpu_count() or 1
     assets = dg.load_assets_from_modules(ASSET_MODULES)
     return dg.Definitions(
-        assets=ops.with_automation(assets, ops.retrain_in_window(retrain_cron, tz)),
-        jobs=[observe_targets, retrain_target, ops.register_targets_job],
-        schedules=[ops.build_observe_schedule(observe_cron, tz, observe_targets)],
-        sensors=[ops.build_target_partitions_sensor(), ops.build_automation_sensor()],
+        assets=with_automation(assets, retrain_in_window(retrain_cron, tz)),
+        jobs=[
+            schedules.observe_targets,
+            schedules.retrain_target,
+            registration.register_targets_job,
+        ],
+        schedules=[schedules.build_observe_schedule(observe_cron, tz, schedules.observe_targets)],
+        sensors=[
+            registration.build_target_partitions_sensor(),
+            schedules.build_automation_sensor(),
+        ],
         resources={
             "pipeline": pipeline,
             "hpu": HPUTrainingResource.from_env(threads),  # FASTDRAFT_HPU_* (README)
@@ -91,10 +91,10 @@ def build_defs(
     )
 
 
-defs = build_defs(
-    os.environ.get("FASTDRAFT_PROFILE", "default"),
-    os.environ.get("FASTDRAFT_HOME", "artifacts"),
-    os.environ.get("FASTDRAFT_TARGET", ""),
-    os.environ.get("FASTDRAFT_SOURCES", ""),
-    config_file=os.environ.get("FASTDRAFT_CONFIG", ""),
-)
+def defs_from_env() -> dg.Definitions:
+    """What `dagster dev` serves: the code location as the FASTDRAFT_* variables choose it."""
+    env = Settings.from_env()
+    return build_defs(env.profile, env.home, env.target, env.sources, config_file=env.config)
+
+
+defs = defs_from_env()

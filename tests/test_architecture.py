@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "fastdraft_dag"
@@ -156,3 +157,30 @@ def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
     assert ("fastdraft_dag.evaluation.metrics.tau", True) in found and ("dagster", True) in found
     lazy = ast.parse("def f():\n    from fastdraft_dag.data import corpus\n")
     assert imports(lazy) == [("fastdraft_dag.data.corpus", False)]
+
+
+REPO = PKG.parent
+# Where a reader is pointed at a test file: the package (docstrings, comments, recipes), the docs.
+TEST_PATH = re.compile(r"\btests/[\w/]+\.py\b")
+
+
+def mentioned_test_paths(text: str) -> set[str]:
+    return set(TEST_PATH.findall(text))
+
+
+def test_every_test_file_the_docs_and_code_name_exists() -> None:
+    """A docstring named tests/test_cli_help.py long after it became tests/test_cli.py."""
+    sources = [*PKG.rglob("*.py"), *PKG.rglob("*.yaml"), *(REPO / "docs").rglob("*.md")]
+    sources += [REPO / "README.md", REPO / "Makefile"]
+    missing = sorted(
+        f"{src.relative_to(REPO)}: {name}"
+        for src in sources
+        for name in mentioned_test_paths(src.read_text())
+        if not (REPO / name).is_file()
+    )
+    assert missing == []
+
+
+def test_test_paths_are_found_in_prose() -> None:
+    text = "checks (tests/test_cli.py checks); `tests/assets/test_ui.py`, tests/x.pyc no"
+    assert mentioned_test_paths(text) == {"tests/test_cli.py", "tests/assets/test_ui.py"}

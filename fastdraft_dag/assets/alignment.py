@@ -198,7 +198,6 @@ def _gate_result(m: dict, min_gain: float) -> dg.AssetCheckResult:
     partitions_def=TARGETS,
     kinds={"pytorch", "hpu"},
     pool="hpu",
-    tags={"dagster/max_runtime": str(12 * 3600)},
     check_specs=[tokenizer_check_spec("aligned_draft"), GATE_SPEC],
     description="The pretrained draft fine-tuned on the target's own responses (sequence-level KD; loss on response tokens only), optionally mixed with on-policy rows (the draft's own samples labelled by the target's argmax) and pre-training sequences. Gated: held-out greedy acceptance must beat the pretrained draft's.",
 )

@@ -7,3 +7,15 @@ downstream of the target is partitioned by it; filtered_corpora is shared by all
 import dagster as dg
 
 TARGETS = dg.DynamicPartitionsDefinition(name="targets")
+
+# The per-target chain, in order (every asset partitioned by TARGETS); filtered_corpora is shared
+# and rematerializes on its own.
+TARGET_CHAIN = (
+    "tokenized_shards",
+    "synthetic_kd_dataset",
+    "pretrained_draft",
+    "aligned_draft",
+    "eagle3_head",
+    "openvino_ir",
+    "benchmark_tables",
+)

@@ -23,7 +23,6 @@ from fastdraft_dag.training.pretrain import check_draft, pretrain_draft
     partitions_def=TARGETS,
     kinds={"pytorch", "hpu"},
     pool="hpu",
-    tags={"dagster/max_runtime": str(24 * 3600)},
     check_specs=[tokenizer_check_spec("pretrained_draft")],
     description="The draft before alignment, with the target's tokenizer: either a small Llama pre-trained from scratch on text then on a code + text mix (pretrain.init=random), or derived from the target (its embedding, some decoder layers, final norm and head; pretrain.init=target), its head optionally trimmed to the target's most used response tokens (pretrain.draft_vocab, ranked on synthetic_kd_dataset). Training runs through the HPU training resource (a separate process via Dagster Pipes). Resumable: checkpoints live in the artifact's partial directory until it is complete.",
 )

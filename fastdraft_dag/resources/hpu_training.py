@@ -26,7 +26,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from fastdraft_dag.core.env import env_int
+from fastdraft_dag.core.settings import Settings
 from fastdraft_dag.training import run as run_module
 from fastdraft_dag.training.backends import BACKENDS, detect_backend, resolve_backend
 from fastdraft_dag.training.spec import TrainSpec
@@ -97,17 +97,17 @@ class HPUTrainingResource(dg.ConfigurableResource):
     def from_env(cls, threads: int) -> HPUTrainingResource:
         """The deployment's settings from FASTDRAFT_HPU_* variables (see the README), so moving
         training to a Gaudi server or a cluster is configuration, not code."""
-        env = os.environ
-        pod_spec = env.get("FASTDRAFT_K8S_POD_SPEC", "")
+        env = Settings.from_env()
+        pod_spec = env.k8s_pod_spec
         return cls(
-            backend=env.get("FASTDRAFT_HPU_BACKEND", "auto"),
-            num_devices=env_int("FASTDRAFT_HPU_DEVICES", 1, 1, env),
-            python_executable=env.get("FASTDRAFT_HPU_PYTHON", ""),
+            backend=env.hpu_backend,
+            num_devices=env.hpu_devices,
+            python_executable=env.hpu_python,
             threads=threads,
-            checkpoint_every=env_int("FASTDRAFT_CHECKPOINT_EVERY", 50, 0, env),
-            launcher=env.get("FASTDRAFT_HPU_LAUNCHER", "subprocess"),
-            k8s_image=env.get("FASTDRAFT_K8S_IMAGE", ""),
-            k8s_namespace=env.get("FASTDRAFT_K8S_NAMESPACE", ""),
+            checkpoint_every=env.checkpoint_every,
+            launcher=env.hpu_launcher,
+            k8s_image=env.k8s_image,
+            k8s_namespace=env.k8s_namespace,
             k8s_pod_spec=json.loads(Path(pod_spec).read_text()) if pod_spec else {},
         )
 

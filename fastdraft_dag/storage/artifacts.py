@@ -34,6 +34,7 @@ from fastdraft_dag.core.errors import ConfigError
 from fastdraft_dag.core.files import sha256_file, write_json_atomic, write_text_atomic
 from fastdraft_dag.core.locks import exclusive_lock
 from fastdraft_dag.core.memory import PeakMemory
+from fastdraft_dag.core.settings import read_setting
 
 MANIFEST = "manifest.json"
 VERIFY_LEVELS = ("sizes", "consumed", "all")
@@ -157,7 +158,7 @@ def verify_root(root: Path, level: str = "all") -> dict[str, list[str]]:
 def verify_level(value: str = "") -> str:
     """What a reuse checks: `value`, else FASTDRAFT_VERIFY, else "consumed"; checked when the
     Definitions are built, so a typo fails once, not asset by asset with retries."""
-    level = value or os.environ.get("FASTDRAFT_VERIFY", "") or "consumed"
+    level = value or read_setting("FASTDRAFT_VERIFY")
     if level not in VERIFY_LEVELS:
         raise ConfigError(f"FASTDRAFT_VERIFY={level!r}: expected one of {', '.join(VERIFY_LEVELS)}")
     return level

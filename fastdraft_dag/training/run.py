@@ -27,6 +27,8 @@ from typing import Any
 
 from fastdraft_dag.core.locks import exclusive_lock
 from fastdraft_dag.core.procs import die_with_parent as core_die_with_parent
+from fastdraft_dag.core.settings import read_setting
+from fastdraft_dag.training.spec import TrainSpec
 from fastdraft_dag.training.trainer import train
 
 PARENT_ENV = "FASTDRAFT_PARENT_PID"
@@ -36,14 +38,16 @@ def die_with_parent() -> bool:
     """Get SIGTERM (a checkpoint, then exit) when the launching process dies; False (exit) if
     it is already gone. Without this, `kill -9` of `fastdraft run` leaves the trainer running
     under PID 1, still writing checkpoints."""
-    expected = os.environ.get(PARENT_ENV, "")
-    return not expected or core_die_with_parent(int(expected), signal.SIGTERM)
+    expected = read_setting(PARENT_ENV)
+    return not expected or core_die_with_parent(expected, signal.SIGTERM)
 
 
-def _checkpoint_lock(spec: dict[str, Any]) -> contextlib.AbstractContextManager:
+def _checkpoint_lock(spec: TrainSpec) -> contextlib.AbstractContextManager:
+    """Rank 0's lock on the checkpoints. Taken only for a spec that validated: a bad spec used
+    to leave `<out_dir>/_checkpoints/.trainer.lock` wherever its (relative) out_dir pointed."""
     if int(os.environ.get("RANK", "0")) != 0:
         return contextlib.nullcontext()
-    ckpt_dir = Path(spec.get("checkpoint_dir") or Path(spec["out_dir"]) / "_checkpoints")
+    ckpt_dir = Path(spec.checkpoint_dir or Path(spec.out_dir) / "_checkpoints")
     return exclusive_lock(ckpt_dir / ".trainer.lock", _print_log)
 
 
@@ -64,7 +68,7 @@ def _in_pipes() -> bool:
     return PipesEnvVarParamsLoader().is_dagster_pipes_process()
 
 
-def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+def run_spec(spec: dict[str, Any] | TrainSpec) -> dict[str, Any]:
     """Train under Pipes when launched by it, otherwise with stdout logging.
 
     Under torchrun every rank inherits the Pipes variables, but only rank 0 opens the channel:
@@ -90,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("training not started: the launching process is gone", file=sys.stderr)
         return 1
     try:
-        spec = json.loads(args.spec.read_text())
+        spec = TrainSpec.from_dict(json.loads(args.spec.read_text()))  # refused before the lock
         with _checkpoint_lock(spec):
             metrics = run_spec(spec)
     except Exception as exc:

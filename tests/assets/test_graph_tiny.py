@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 from conftest import CACHE
 
-from fastdraft_dag.assets.automation import ensure_default_target
+from fastdraft_dag.assets.registration import ensure_default_target
 from fastdraft_dag.cli import ORDER
 from fastdraft_dag.config import presets as profiles
 from fastdraft_dag.config.presets import PROFILES

@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 from conftest import REPO
 
-from fastdraft_dag.assets.automation import TARGET_CHAIN
+from fastdraft_dag.assets.partitions import TARGET_CHAIN
 
 pytestmark = pytest.mark.slow
 

@@ -323,7 +323,7 @@ def test_contaminated_user_prompts_fail_the_kd_asset_at_once(
     import dagster as dg
     from conftest import CACHE
 
-    from fastdraft_dag.assets.automation import ensure_default_target
+    from fastdraft_dag.assets.registration import ensure_default_target
     from fastdraft_dag.config import presets as profiles
     from fastdraft_dag.definitions import build_defs
     from fastdraft_dag.prompts.eval_sets import eval_prompts

@@ -530,14 +530,21 @@ def test_out_of_memory_names_the_settings_to_lower(
     assert "batch_size=32768" in stderr and "seq_len=64" in stderr and "grad_accum=1" in stderr
 
 
-def test_entry_point_exits_nonzero_with_message(tmp_path: Path) -> None:
+def test_entry_point_refuses_a_bad_spec_before_taking_the_checkpoint_lock(tmp_path: Path) -> None:
+    """A spec with a relative out_dir used to leave `y/_checkpoints/.trainer.lock` in the
+    working directory (the repository, where it got committed): the lock was taken before the
+    spec was validated. Now the spec is refused first and nothing is written."""
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps({"init_dir": "x", "out_dir": "y", "stages": [{"name": "s"}]}))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        entry_command(spec_path), capture_output=True, text=True, cwd=REPO, timeout=120
+        entry_command(spec_path), capture_output=True, text=True, cwd=cwd, env=env, timeout=120
     )
     assert proc.returncode != 0
     assert "training failed: stage" in proc.stderr and "'data'" in proc.stderr
+    assert list(cwd.iterdir()) == []
 
 
 def test_resource_trains_through_pipes_in_materialize(
