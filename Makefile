@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= true
 PROFILE ?= default
 
-.PHONY: install install-qwen home run bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 bench-eagle3-trees bench-eagle3-features report test test-unit ui lint format clean browser
+.PHONY: install install-qwen home run docs bench bench-train bench-data bench-data-peers bench-data-scale bench-kd bench-recipe bench-eagle3 bench-eagle3-trees bench-eagle3-features report test test-unit ui lint format clean browser
 
 $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
@@ -65,6 +65,11 @@ bench-eagle3-trees: install  ## EAGLE-3 chain vs tree drafting, live, interleave
 
 bench-eagle3-features: install  ## target forward per training token: PyTorch fp32 vs OpenVINO IR (needs `make run` first)
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/eagle3_features.py
+
+docs: install  ## regenerate docs/settings.md, docs/recipe.schema.json and the README's variable table
+	$(BIN)/python -m fastdraft_dag.config.reference docs/settings.md
+	$(BIN)/python -m fastdraft_dag.config.json_schema docs/recipe.schema.json
+	$(BIN)/python -m fastdraft_dag.core.settings README.md
 
 report: install  ## print the last benchmark table again
 	$(BIN)/fastdraft report --profile $(PROFILE)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from fastdraft_dag.training.telemetry import Log, Report, Telemetry
 from fastdraft_dag.training.throughput import peak_flops
 
 
-def parse_spec(spec: TrainSpec | TrainSpec) -> tuple[TrainSpec, list[Stage]]:
+def parse_spec(spec: TrainSpec | Mapping[str, Any]) -> tuple[TrainSpec, list[Stage]]:
     """The typed spec (validated before anything is loaded) and its stages."""
     spec = spec if isinstance(spec, TrainSpec) else TrainSpec.from_dict(spec)
     return spec, list(spec.stages)
