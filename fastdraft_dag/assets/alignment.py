@@ -224,9 +224,17 @@ def aligned_draft(
 
     def build(out):
         return align_draft(
-            target.path, target.name, pretrained.path, kd.path, shards.path if shards else None,
-            lineage, job, out, lambda spec, work: hpu.train(context, spec, work), context.log.info,
-        )  # fmt: skip
+            target.path,
+            target.name,
+            pretrained=pretrained.path,
+            kd_dir=kd.path,
+            shards=shards.path if shards else None,
+            lineage=lineage,
+            job=job,
+            out=out,
+            train=lambda spec, work: hpu.train(context, spec, work),
+            log=context.log.info,
+        )
 
     inputs = {**lineage, "target_model": target.revision}
     if shards:

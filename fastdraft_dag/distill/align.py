@@ -70,10 +70,10 @@ def _on_policy(
         target_dir,
         pretrained,
         train_prompt_rows(rows, cfg.val_fraction),
-        cfg.max_len,
-        job.on_policy_max_new_tokens,
-        cfg.on_policy_temperature,
-        job.on_policy_batch_size,
+        max_len=cfg.max_len,
+        max_new_tokens=job.on_policy_max_new_tokens,
+        temperature=cfg.on_policy_temperature,
+        batch_size=job.on_policy_batch_size,
         seed=job.seed,
         threads=job.threads or None,
     )
@@ -99,6 +99,7 @@ def _teacher(job: AlignJob, target_dir: Path, arrays: dict, work: Path, log: Log
 def align_draft(
     target_dir: Path,
     target_name: str,
+    *,
     pretrained: Path,
     kd_dir: Path,
     shards: Path | None,

@@ -202,6 +202,7 @@ def _backend(
     name: str,
     model: Any,
     ir_dir: Path | None,
+    *,
     eos: list[int],
     pad_id: int,
     max_new: int,
@@ -232,6 +233,7 @@ def generate_responses(
     target_dir: Path,
     prompts: list[dict[str, Any]],
     out_path: Path,
+    *,
     max_new_tokens: int,
     batch_size: int = 8,
     temperature: float | Mapping[float, float] = 0.0,
@@ -276,7 +278,16 @@ def generate_responses(
     if not roundtrip:
         warnings.warn(f"{target_dir}: tokenizer does not round-trip plain text", stacklevel=2)
     engine = (
-        _backend(backend, model, ir_dir, eos, pad_id, max_new_tokens, batch_size, threads)
+        _backend(
+            backend,
+            model,
+            ir_dir,
+            eos=eos,
+            pad_id=pad_id,
+            max_new=max_new_tokens,
+            batch=batch_size,
+            threads=threads,
+        )
         if todo
         else None
     )

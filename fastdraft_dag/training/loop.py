@@ -315,7 +315,7 @@ def _record_step(run: Run, stage: Stage, p: Progress, r: StepResult, seconds: fl
     })  # fmt: skip
 
 
-def run_stage(run: Run, i: int, stage: Stage, data: Data, offset: int, p: Progress, opt, sched):
+def run_stage(run: Run, i: int, stage: Stage, data: Data, *, offset: int, p: Progress, opt, sched):
     """Train one stage from `p.step`; returns its summary (losses, tokens, throughput, MFU)."""
     every_log = max(1, stage.steps // 10)
     every_ckpt = run.spec.checkpoint_every

@@ -97,6 +97,7 @@ def initialize(
 def pretrain_draft(
     target_dir: Path,
     target_name: str,
+    *,
     shards: Path,
     lineage: dict[str, str],
     cfg: PretrainConfig,

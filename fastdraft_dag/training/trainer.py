@@ -232,6 +232,8 @@ def _run_stages(
         if resume and resume.state["stage_index"] == i:
             ckpt.load_training_state(resume, optimizer, scheduler)
             progress = Progress(**resume.state["progress"])
-        summary = run_stage(run, i, stage, data, offset, progress, optimizer, scheduler)
+        summary = run_stage(
+            run, i, stage, data, offset=offset, p=progress, opt=optimizer, sched=scheduler
+        )
         run.tel.report({"event": "stage", **summary})
         offset += stage.steps
