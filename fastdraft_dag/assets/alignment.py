@@ -134,9 +134,13 @@ def synthetic_kd_dataset(
     totals = [{"target": target.name, **t} for t in task_totals(rows)]
     with fail_fast_on_permanent_errors(context.run_id):
         record_rows(
-            pipeline.db_path, "kd_datasets", art.manifest["version"], totals, context.run.run_id,
+            pipeline.db_path,
+            "kd_datasets",
+            art.manifest["version"],
+            totals,
+            context.run.run_id,
             art.manifest.get("built_at"),
-        )  # fmt: skip
+        )
     sample = sample_rows(rows)
     m = art.metrics
     return result(

@@ -28,8 +28,10 @@ ACCEPTS_SPEC = dg.AssetCheckSpec(
 
 
 def _estimate_table(offline: dict) -> list[dict]:
-    rows = [{"task": t, **{k: v for k, v in f.items() if k != "alpha_by_step"}}
-            for t, f in (offline.get("by_task") or {}).items()]  # fmt: skip
+    rows = [
+        {"task": t, **{k: v for k, v in f.items() if k != "alpha_by_step"}}
+        for t, f in (offline.get("by_task") or {}).items()
+    ]
     pooled = {k: v for k, v in offline.items() if k not in ("by_task", "alpha_by_step")}
     return [*rows, {"task": "all", **pooled}]
 
@@ -89,11 +91,17 @@ def eagle3_head(
         tok = AutoTokenizer.from_pretrained(target.path)
         responses = response_token_ids(read_rows(kd.path / "kd.jsonl")[0], tok)
         return train_head(
-            target_dir=target.path, target_name=target.name, kd_dir=kd.path,
-            responses=responses, always_keep=end_of_turn_ids(target.path, tok),
-            lineage=lineage, job=job, out=out,
-            train=lambda spec, work: hpu.train(context, spec, work), log=context.log.info,
-        )  # fmt: skip
+            target_dir=target.path,
+            target_name=target.name,
+            kd_dir=kd.path,
+            responses=responses,
+            always_keep=end_of_turn_ids(target.path, tok),
+            lineage=lineage,
+            job=job,
+            out=out,
+            train=lambda spec, work: hpu.train(context, spec, work),
+            log=context.log.info,
+        )
 
     art = build_trained(
         context,

@@ -149,9 +149,11 @@ def _live(job: AdhocJob, device: BenchDevice, cache: Path, log: Log) -> LiveResu
     if draft_ir is None:
         digest = sha256_file(job.draft.hf_dir / "model.safetensors")[:16]
         draft_ir = _export_cached(
-            job.draft.hf_dir, cache / "draft-irs" / f"{digest}-{job.draft_format}",
-            job.draft_format, log,
-        )  # fmt: skip
+            job.draft.hf_dir,
+            cache / "draft-irs" / f"{digest}-{job.draft_format}",
+            job.draft_format,
+            log,
+        )
     live = LiveJob(
         target_ir,
         draft_ir,

@@ -204,9 +204,11 @@ def head_estimate(job: BenchmarkJob) -> dict[str, Any]:
     if job.head_dir is None or not est.get("chains"):
         return est
     r = param_bytes_ratio(
-        job.head_dir, job.target_dir,
-        bytes_per_param(job.bench.sd_draft_format), bytes_per_param(job.target_format),
-    )  # fmt: skip
+        job.head_dir,
+        job.target_dir,
+        bytes_per_param(job.bench.sd_draft_format),
+        bytes_per_param(job.target_format),
+    )
     ks = sorted(int(k[len("tau_k") :]) for k in est if k.startswith("tau_k"))
     return {**est, "r": r, **{f"mbsu_k{k}": mbsu(est[f"tau_k{k}"], k, r) for k in ks}}
 
@@ -262,6 +264,12 @@ def run_benchmark(
     files = {plots.BENCHMARK_PLOTS[alt]: path for alt, path in figures.items()}
     ir, hf_dir = job.release_draft(result.choice)
     write_release(
-        out / RELEASE_DIR, ir, result.choice, card, files, hf_dir, PROMPT_LOOKUP_NGRAM,
-    )  # fmt: skip
+        out / RELEASE_DIR,
+        ir,
+        result.choice,
+        card,
+        files,
+        hf_dir,
+        PROMPT_LOOKUP_NGRAM,
+    )
     return result

@@ -319,8 +319,10 @@ class ArtifactStore:
         aside = final.with_name(f".{final.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
         os.replace(final, aside)
         if log is not None:
-            log(f"{final} failed verification ({'; '.join(problems)}); kept aside as "
-                f"{aside.name}, rebuilding")  # fmt: skip
+            log(
+                f"{final} failed verification ({'; '.join(problems)}); kept aside as "
+                f"{aside.name}, rebuilding"
+            )
         return None
 
     def _build_into(

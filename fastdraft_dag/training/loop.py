@@ -307,12 +307,22 @@ def _record_step(run: Run, stage: Stage, p: Progress, r: StepResult, seconds: fl
     p.tokens += r.tokens
     p.flops += flops
     p.train_seconds += seconds
-    run.tel.row({
-        "kind": "train", "stage": stage.name, "step": p.step, "global_step": g,
-        "loss": r.loss, "lr": lr_at(p.step - 1, stage), "grad_norm": r.grad_norm,
-        "tokens": r.tokens, "step_seconds": seconds, "tokens_per_s": r.tokens / seconds,
-        "mfu": mfu(flops, seconds, run.peak, run.world.size), "t": time.perf_counter(),
-    })  # fmt: skip
+    run.tel.row(
+        {
+            "kind": "train",
+            "stage": stage.name,
+            "step": p.step,
+            "global_step": g,
+            "loss": r.loss,
+            "lr": lr_at(p.step - 1, stage),
+            "grad_norm": r.grad_norm,
+            "tokens": r.tokens,
+            "step_seconds": seconds,
+            "tokens_per_s": r.tokens / seconds,
+            "mfu": mfu(flops, seconds, run.peak, run.world.size),
+            "t": time.perf_counter(),
+        }
+    )
 
 
 def run_stage(run: Run, i: int, stage: Stage, data: Data, *, offset: int, p: Progress, opt, sched):

@@ -195,14 +195,25 @@ def _train(
     try:
         with StopRequest() as stop:
             run = Run(
-                backend, device, world, bf16, lm, wrap(lm, world, device),
-                restore_generator(resume.state["rng"]) if resume else
-                np.random.default_rng(int(spec.seed)),
-                tel, stop, spec, ckpt_dir, fingerprint(spec),
-                float(spec.explode_factor) * math.log(model.config.vocab_size), peak,
+                backend,
+                device,
+                world,
+                bf16,
+                lm,
+                wrap(lm, world, device),
+                restore_generator(resume.state["rng"])
+                if resume
+                else np.random.default_rng(int(spec.seed)),
+                tel,
+                stop,
+                spec,
+                ckpt_dir,
+                fingerprint(spec),
+                float(spec.explode_factor) * math.log(model.config.vocab_size),
+                peak,
                 results=list(resume.state["results"]) if resume else [],
                 last_checkpoint=resume.path if resume else None,
-            )  # fmt: skip
+            )
             _run_stages(run, stages, datas, resume)
         metrics = _summary(run, params, spec, peak_source)
         if world.is_main:
@@ -210,8 +221,14 @@ def _train(
         barrier(world)
     finally:
         tel.close()
-    tel.report({"event": "done", "val_loss": metrics["val_loss"],
-                "tokens_per_s": metrics["tokens_per_s"], "mfu": metrics["mfu"]})  # fmt: skip
+    tel.report(
+        {
+            "event": "done",
+            "val_loss": metrics["val_loss"],
+            "tokens_per_s": metrics["tokens_per_s"],
+            "mfu": metrics["mfu"],
+        }
+    )
     return metrics
 
 
