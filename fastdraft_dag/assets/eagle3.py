@@ -6,7 +6,9 @@ from transformers import AutoTokenizer
 from fastdraft_dag.assets.common import (
     TOKENIZER_CHECK,
     build_trained,
+    drops_metadata,
     result,
+    sft_drops,
     tokenizer_check,
     tokenizer_check_spec,
 )
@@ -124,6 +126,7 @@ def eagle3_head(
             "val_loss": m.get("val_loss"),
             "tokens_per_s": m.get("tokens_per_s"),
             "offline_tau_k3": offline.get("tau_k3"),
+            **drops_metadata(sft_drops(m.get("sft_data", {}), {})),
             "offline_estimate": dg.MetadataValue.md(md_table(_estimate_table(offline))),
             "loss_curve": dg.MetadataValue.md(
                 markdown_image(curve, "loss curve") if curve.is_file() else "_no training log_"

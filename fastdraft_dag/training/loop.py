@@ -50,7 +50,7 @@ from fastdraft_dag.training.distributed import (
 )
 from fastdraft_dag.training.errors import TrainingError, TrainingInterrupted
 from fastdraft_dag.training.losses import CausalLMLoss, batch_loss
-from fastdraft_dag.training.spec import Stage, TrainSpec
+from fastdraft_dag.training.spec import Stage, StageSummary, TrainSpec
 from fastdraft_dag.training.telemetry import Log, Telemetry
 from fastdraft_dag.training.throughput import flops_per_step, mfu
 
@@ -146,7 +146,7 @@ class Run:
     fingerprint: str
     explode_at: float
     peak: float
-    results: list[dict] = field(default_factory=list)
+    results: list[StageSummary] = field(default_factory=list)
     last_checkpoint: Path | None = None
     seq_len: int = 0
 
@@ -263,7 +263,7 @@ def _train_step(
 # ----------------------------------------------------------------------------- stages
 
 
-def _stage_summary(stage: Stage, p: Progress, run: Run) -> dict[str, Any]:
+def _stage_summary(stage: Stage, p: Progress, run: Run) -> StageSummary:
     window = p.losses[-max(1, stage.steps // 10) :]
     return {
         "name": stage.name,
