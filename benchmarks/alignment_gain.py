@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from fastdraft_dag.config.presets import load_profile
-from fastdraft_dag.evaluation.offline import evaluate_offline
+from fastdraft_dag.evaluation.offline import OfflineJob, evaluate_offline
 from fastdraft_dag.prompts.eval_sets import EVAL_FAMILIES, eval_prompts
 from fastdraft_dag.storage.artifacts import ArtifactStore
 from fastdraft_dag.targets.resolve import resolve_target, target_key
@@ -38,9 +38,15 @@ def main() -> None:
     figures = {}
     for asset in ("pretrained_draft", "aligned_draft"):
         draft = store.latest(asset, key).path
-        rows = evaluate_offline(
-            target, draft, prompts, profile.bench.offline_max_new_tokens, [args.k], profile.threads
+        job = OfflineJob(
+            target,
+            draft,
+            prompts=prompts,
+            max_new_tokens=profile.bench.offline_max_new_tokens,
+            ks=[args.k],
+            threads=profile.threads,
         )
+        rows = evaluate_offline(job)
         figures[asset] = {r["task"]: r for r in rows}
     print(f"\n{profile.target}: PyTorch fp32 drafts, {args.prompts} prompts per family, k={args.k}")
     print(f"{'task':18s} {'alpha_greedy':>22s} {'alpha_sampled':>22s} {'MBSU':>16s}")

@@ -60,7 +60,9 @@ def tokenize_bench(corpus: Path, tokenizer_dir: Path, work: Path, baseline: bool
     import transformers  # noqa: F401 - imported before either clock starts, for both sides
 
     t = time.perf_counter()
-    index = tokenize_and_pack(corpus, tokenizer_dir, work / "shards", 512, 2048, 0.02)
+    index = tokenize_and_pack(
+        corpus, tokenizer_dir, work / "shards", seq_len=512, seqs_per_shard=2048, val_fraction=0.02
+    )
     ours_s = time.perf_counter() - t
     # Packing drops each domain's last partial window; count what the tokenizer produced.
     tokens = sum(v for d in index["tokens"].values() for v in d.values())

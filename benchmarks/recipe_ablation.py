@@ -32,8 +32,8 @@ from fastdraft_dag.distill.align import AlignJob, align_draft
 from fastdraft_dag.distill.gate import held_out_rows
 from fastdraft_dag.distill.kd_rows import end_of_turn_ids, read_rows, response_token_ids
 from fastdraft_dag.draft.sizes import DraftSize
-from fastdraft_dag.evaluation.live import benchmark_live
-from fastdraft_dag.evaluation.offline import evaluate_offline
+from fastdraft_dag.evaluation.live import LiveJob, benchmark_live
+from fastdraft_dag.evaluation.offline import OfflineJob, evaluate_offline
 from fastdraft_dag.evaluation.results import bench_prompt_set
 from fastdraft_dag.openvino import genai
 from fastdraft_dag.openvino.export import export_ir
@@ -80,17 +80,33 @@ def build(name, cfg, align, ctx, out: Path, steps: int) -> tuple[Path, dict]:
     out.mkdir(parents=True)
     t0 = time.perf_counter()
     pre = pretrain_draft(
-        ctx["target"], "target", ctx["shards"], {}, cfg, ctx["threads"], out / "pretrained",
-        in_process(ctx["threads"]), ctx["responses"], ctx["eot"],
-    ).metrics  # fmt: skip
+        ctx["target"],
+        "target",
+        shards=ctx["shards"],
+        lineage={},
+        cfg=cfg,
+        threads=ctx["threads"],
+        out=out / "pretrained",
+        train=in_process(ctx["threads"]),
+        responses=ctx["responses"],
+        always_keep=ctx["eot"],
+    ).metrics
     job = AlignJob(
         replace(align, stage=replace(align.stage, steps=steps)), 160, 32, 0, "bf16",
         ctx["threads"], tuple(cfg.freeze),
     )  # fmt: skip
     metrics = align_draft(
-        ctx["target"], "target", out / "pretrained", ctx["kd"], None, {}, job, out / "aligned",
-        in_process(ctx["threads"]), log=lambda m: None,
-    )  # fmt: skip
+        ctx["target"],
+        "target",
+        pretrained=out / "pretrained",
+        kd_dir=ctx["kd"],
+        shards=None,
+        lineage={},
+        job=job,
+        out=out / "aligned",
+        train=in_process(ctx["threads"]),
+        log=lambda m: None,
+    )
     minutes = (time.perf_counter() - t0) / 60
     return out / "aligned", {
         "variant": name,
@@ -132,17 +148,30 @@ def step_cost(draft_ir: Path, target_ir: Path, prompts: list, threads: int) -> f
 def evaluate(aligned: Path, fig: dict, ctx, args) -> dict:
     ir = aligned.parent / "draft-int8"
     export_ir(aligned, ir, "int8")
-    offline = evaluate_offline(
-        ctx["target"], aligned, ctx["offline_prompts"], 64, [3], ctx["threads"],
-        draft_irs={"int8": ir}, target_precision="int8",
-    )  # fmt: skip
+    offline_job = OfflineJob(
+        ctx["target"],
+        aligned,
+        prompts=ctx["offline_prompts"],
+        max_new_tokens=64,
+        ks=[3],
+        threads=ctx["threads"],
+        draft_irs={"int8": ir},
+        target_precision="int8",
+    )
+    offline = evaluate_offline(offline_job)
     for r in offline:
         if r["precision"] == "int8" and r["k"] == 3:
             fig[f"alpha_{r['task']}"] = round(r["alpha_greedy"], 3)
-    live = benchmark_live(
-        ctx["target_ir"], ir, ctx["live_prompts"], ctx["target"], 64, list(args.ks),
-        threads=ctx["threads"], prompt_lookup=True,
-    )["rows"]  # fmt: skip
+    live_job = LiveJob(
+        ctx["target_ir"],
+        ir,
+        prompts=ctx["live_prompts"],
+        tokenizer_dir=ctx["target"],
+        max_new_tokens=64,
+        ks=list(args.ks),
+        prompt_lookup=True,
+    )
+    live = benchmark_live(live_job, threads=ctx["threads"])["rows"]
     for task in (*FAMILIES, "all"):
         sd = [r for r in live if r["task"] == task and r["mode"] == "sd"]
         pl = [r for r in live if r["task"] == task and r["mode"] == "prompt_lookup"]

@@ -230,9 +230,11 @@ def history_command(args: argparse.Namespace) -> int:
     from fastdraft_dag.storage.tables import benchmark_history
 
     pipeline = FastDraftPipeline(
-        profile_name=args.profile, config_file=args.config, artifact_root=args.root,
+        profile_name=args.profile,
+        config_file=args.config,
+        artifact_root=args.root,
         target=args.target,
-    )  # fmt: skip
+    )
     name = pipeline.target_spec(args.partition or None).name
     rows = benchmark_history(pipeline.db_path, name, read_only=True)
     print(f"\n## Benchmark history: {name} ({len(rows)} draft versions)\n")
@@ -347,12 +349,19 @@ def bench_command(args: argparse.Namespace) -> int:
         draft = locate_draft(Path(args.draft))
         both = not args.offline and not args.live
         job = AdhocJob(
-            target.name, target.path, target.revision, draft, prompts,
-            ks=ks, offline=args.offline or both,
-            live=args.live or both, max_new_tokens=args.max_new_tokens,
-            target_format=args.target_format, draft_format=args.draft_format,
+            target.name,
+            target.path,
+            target.revision,
+            draft,
+            prompts,
+            ks=ks,
+            offline=args.offline or both,
+            live=args.live or both,
+            max_new_tokens=args.max_new_tokens,
+            target_format=args.target_format,
+            draft_format=args.draft_format,
             threads=pipeline.profile.threads,
-        )  # fmt: skip
+        )
         _warn_kd_overlap(pipeline, target.key, args.prompts)
         tables = run_adhoc(job, CoreUltraResource(device=args.device), pipeline.root / "adhoc")
     except (ValueError, FileNotFoundError) as exc:
@@ -486,9 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--draft", required=True, help="a Hugging Face directory, a release folder or a draft IR"
     )
     bench.add_argument(
-        "--prompts", action="append", default=[], metavar="F.jsonl",
+        "--prompts",
+        action="append",
+        default=[],
+        metavar="F.jsonl",
         help="evaluation prompts {id, task, prompt[, chat]} (repeatable); never KD inputs",
-    )  # fmt: skip
+    )
     bench.add_argument(
         "--per-family", type=int, default=8, help="built-in prompts per family (0: only --prompts)"
     )

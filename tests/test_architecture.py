@@ -184,3 +184,57 @@ def test_every_test_file_the_docs_and_code_name_exists() -> None:
 def test_test_paths_are_found_in_prose() -> None:
     text = "checks (tests/test_cli.py checks); `tests/assets/test_ui.py`, tests/x.pyc no"
     assert mentioned_test_paths(text) == {"tests/test_cli.py", "tests/assets/test_ui.py"}
+
+
+# Past seven positional parameters a call site stops saying which argument is which: the rest
+# go after `*` (keyword-only) or into a frozen job dataclass declared once.
+MAX_POSITIONAL = 7
+# `# fmt: skip` per file (path relative to the package). Empty: ruff's layout is the layout. A
+# file may only be added with a comment saying why a table-like literal reads better by hand.
+FMT_SKIP_ALLOWED: dict[str, int] = {}
+
+
+def positional_parameters(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    """Parameters a caller may pass by position, without a method's `self`/`cls`."""
+    names = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
+    return names[1:] if names[:1] in (["self"], ["cls"]) else names
+
+
+def too_many_positionals(tree: ast.Module, where: str) -> list[str]:
+    return [
+        f"{where}:{node.lineno} {node.name}() takes {len(names)} positional parameters "
+        f"({', '.join(names)}); put the rest after `*` or into a job dataclass"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and len(names := positional_parameters(node)) > MAX_POSITIONAL
+    ]
+
+
+def test_no_function_takes_more_than_seven_positional_parameters() -> None:
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG.parent))
+        bad += too_many_positionals(ast.parse(path.read_text(), rel), rel)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_positional_rule_catches_a_violation() -> None:
+    eight = "def f(a, b, c, d, e, f, g, h): ...\n"
+    kw_only = "def f(a, b, *, c, d, e, f, g, h): ...\n"
+    method = "class C:\n    def m(self, a, b, c, d, e, f, g): ...\n"
+    assert too_many_positionals(ast.parse(eight), "x.py") == [
+        "x.py:1 f() takes 8 positional parameters (a, b, c, d, e, f, g, h); put the rest "
+        "after `*` or into a job dataclass"
+    ]
+    assert too_many_positionals(ast.parse(kw_only), "x.py") == []
+    assert too_many_positionals(ast.parse(method), "x.py") == []
+
+
+def test_no_fmt_skip_outside_the_allow_list() -> None:
+    found: dict[str, int] = {}
+    for path in sorted(PKG.rglob("*.py")):
+        n = sum("# fmt: skip" in line for line in path.read_text().splitlines())
+        if n:
+            found[str(path.relative_to(PKG))] = n
+    extra = {f: n for f, n in found.items() if n > FMT_SKIP_ALLOWED.get(f, 0)}
+    assert not extra, f"`# fmt: skip` outside the allow-list (let ruff format it): {extra}"

@@ -5,14 +5,17 @@ import dagster as dg
 from fastdraft_dag.assets.common import (
     build_artifact,
     build_trained,
+    drops_metadata,
     fail_fast_on_permanent_errors,
     result,
+    sft_drops,
     tokenizer_check,
     tokenizer_check_spec,
 )
 from fastdraft_dag.assets.partitions import TARGETS
+from fastdraft_dag.core.drops import Drops
 from fastdraft_dag.distill.align import AlignJob, align_draft
-from fastdraft_dag.distill.gate import gate, gate_table
+from fastdraft_dag.distill.gate import GateFigures, gate, gate_table
 from fastdraft_dag.distill.kd_dataset import (
     PromptSetError,
     build_kd_dataset,
@@ -29,6 +32,7 @@ from fastdraft_dag.reporting.tables import md_table
 from fastdraft_dag.resources.hpu_training import HPUTrainingResource
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.tables import record_rows
+from fastdraft_dag.training.spec import StageSummary
 
 KD_EMPTY = "kd_no_empty_responses"
 KD_TRUNCATED = "kd_truncated_responses"
@@ -49,8 +53,11 @@ KD_CHECKS = [
 ]
 
 
-def kd_quality_checks(quality: dict, drops: dict) -> list[dg.AssetCheckResult]:
-    """Empty responses fail; truncated ones warn: they are still the target's distribution."""
+def kd_quality_checks(quality: dict, drops: Drops) -> list[dg.AssetCheckResult]:
+    """Empty responses fail; truncated ones warn: they are still the target's distribution.
+
+    ``drops`` are generation's (a check judges the answers, not the prompts), under ``drops``.
+    """
     counts = {
         "rows": quality["rows"],
         "by_task": dg.MetadataValue.json(quality["by_task"]),
@@ -64,10 +71,10 @@ def kd_quality_checks(quality: dict, drops: dict) -> list[dg.AssetCheckResult]:
         metadata={
             **counts,
             "empty": quality["empty"],
-            "dropped_at_generation": dg.MetadataValue.json(drops),
+            **drops_metadata(drops),
         },
     )
-    dropped = drops.get("truncated", 0)
+    dropped = drops["truncated"]
     truncated = dg.AssetCheckResult(
         check_name=KD_TRUNCATED,
         asset_key="synthetic_kd_dataset",
@@ -81,7 +88,7 @@ def kd_quality_checks(quality: dict, drops: dict) -> list[dg.AssetCheckResult]:
         metadata={
             **counts,
             "truncated": quality["truncated"],
-            "truncated_dropped": dropped,
+            **drops_metadata(drops),
             "truncated_fraction": quality["truncated_fraction"],
         },
     )
@@ -134,11 +141,17 @@ def synthetic_kd_dataset(
     totals = [{"target": target.name, **t} for t in task_totals(rows)]
     with fail_fast_on_permanent_errors(context.run_id):
         record_rows(
-            pipeline.db_path, "kd_datasets", art.manifest["version"], totals, context.run.run_id,
+            pipeline.db_path,
+            "kd_datasets",
+            art.manifest["version"],
+            totals,
+            context.run.run_id,
             art.manifest.get("built_at"),
-        )  # fmt: skip
+        )
     sample = sample_rows(rows)
     m = art.metrics
+    generation = Drops(m.get("drops", {}))
+    prompt_drops = Drops(m.get("prompt_stats", {}).get("drops", {}))
     return result(
         context,
         art,
@@ -147,9 +160,8 @@ def synthetic_kd_dataset(
             "response_tokens": sum(r["response_tokens"] for r in rows),
             "tokens_per_s": m.get("tokens_per_s"),
             "by_task": dg.MetadataValue.json(m.get("by_task", {})),
-            "drops": dg.MetadataValue.json(m.get("drops", {})),
+            **drops_metadata(Drops.phases({"prompt": prompt_drops, "generation": generation})),
             "template": m.get("template", ""),  # chat, or fallback: no chat template
-            "prompt_drops": dg.MetadataValue.json(m.get("prompt_stats", {}).get("drops", {})),
             "prompt_sources": dg.MetadataValue.md(
                 md_table(
                     m.get("prompt_stats", {}).get("sources", []),
@@ -158,7 +170,7 @@ def synthetic_kd_dataset(
             ),
             "sample": dg.MetadataValue.md(md_table(sample)),
         },
-        kd_quality_checks(kd_response_quality(rows), m.get("drops", {})),
+        kd_quality_checks(kd_response_quality(rows), generation),
     )
 
 
@@ -172,7 +184,7 @@ GATE_SPEC = dg.AssetCheckSpec(
 
 
 def _gate_result(m: dict, min_gain: float) -> dg.AssetCheckResult:
-    figures = m.get("gate") or {}
+    figures: GateFigures = m.get("gate") or {}
     if "aligned" not in figures:
         passed, desc, table = False, "no held-out acceptance figures in this artifact", []
     else:
@@ -223,9 +235,17 @@ def aligned_draft(
 
     def build(out):
         return align_draft(
-            target.path, target.name, pretrained.path, kd.path, shards.path if shards else None,
-            lineage, job, out, lambda spec, work: hpu.train(context, spec, work), context.log.info,
-        )  # fmt: skip
+            target.path,
+            target.name,
+            pretrained=pretrained.path,
+            kd_dir=kd.path,
+            shards=shards.path if shards else None,
+            lineage=lineage,
+            job=job,
+            out=out,
+            train=lambda spec, work: hpu.train(context, spec, work),
+            log=context.log.info,
+        )
 
     inputs = {**lineage, "target_model": target.revision}
     if shards:
@@ -234,7 +254,8 @@ def aligned_draft(
         context, pipeline, target.key, backend=hpu.backend, inputs=inputs, build=build
     )
     m = art.metrics
-    gate_figures = m.get("gate") or {}
+    gate_figures: GateFigures = m.get("gate") or {}
+    stages: list[StageSummary] = m.get("stages") or []
     curve = art.path / "loss_curve.png"
     return result(
         context,
@@ -243,12 +264,13 @@ def aligned_draft(
             "val_loss": m.get("val_loss"),
             "mfu": m.get("mfu"),
             "tensorboard": dg.MetadataValue.path(str(art.path / "tensorboard")),
-            "stages": dg.MetadataValue.json(m.get("stages", [])),
-            "pretrained_val_loss_on_kd": (m.get("stages") or [{}])[0].get("initial_val_loss"),
+            "stages": dg.MetadataValue.json(stages),
+            "pretrained_val_loss_on_kd": stages[0].get("initial_val_loss") if stages else None,
             "tokens_per_s": m.get("tokens_per_s"),
             "sft_data": dg.MetadataValue.json(m.get("sft_data", {})),
             "data_parts": dg.MetadataValue.json(m.get("data_parts", [])),
             "on_policy": dg.MetadataValue.json(m.get("on_policy", {})),
+            **drops_metadata(sft_drops(m.get("sft_data", {}), m.get("on_policy", {}))),
             "acceptance_pretrained": (gate_figures.get("pretrained") or {}).get("overall"),
             "acceptance_aligned": (gate_figures.get("aligned") or {}).get("overall"),
             "acceptance_by_task": dg.MetadataValue.md(

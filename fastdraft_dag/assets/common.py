@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from fastdraft_dag.core.drops import Drops
 from fastdraft_dag.core.tokenizers import compare_tokenizers
 from fastdraft_dag.resources.pipeline import FastDraftPipeline
 from fastdraft_dag.storage.artifacts import (
@@ -122,6 +123,31 @@ def artifact_metadata(artifact: Artifact) -> dict[str, Any]:
         **({"peak_rss_mib": m["peak_rss_mib"]} if "peak_rss_mib" in m else {}),
         "inputs": dg.MetadataValue.json(m.get("inputs", {})),
     }
+
+
+DROPS = "drops"  # the one metadata key for what an asset (or check) left out, reason -> count
+
+
+def drops_metadata(drops: Drops) -> dict[str, dg.MetadataValue]:
+    """``{"drops": {reason: count}}``, sorted, zero counts left out; `{}` when nothing dropped."""
+    return {DROPS: dg.MetadataValue.json(drops.as_dict())}
+
+
+def sft_drops(sft_data: Mapping[str, Any], on_policy: Mapping[str, Any]) -> Drops:
+    """KD rows left out of an SFT set (`build_sft_arrays`' stats) and prompts left out of the
+    on-policy set, one phase each: `sft:unfinished`, `sft:prompt_too_long`,
+    `on_policy:prompt_too_long`."""
+    return Drops.phases(
+        {
+            "sft": {
+                "unfinished": int(sft_data.get("dropped_unfinished", 0)),
+                "prompt_too_long": int(sft_data.get("dropped_prompt_too_long", 0)),
+            },
+            "on_policy": {
+                "prompt_too_long": int(on_policy.get("skipped_prompt_too_long", 0)),
+            },
+        }
+    )
 
 
 def result(

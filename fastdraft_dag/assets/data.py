@@ -7,13 +7,14 @@ import dagster as dg
 
 from fastdraft_dag.assets.common import (
     build_artifact,
+    drops_metadata,
     result,
     tokenizer_check,
     tokenizer_check_spec,
 )
 from fastdraft_dag.assets.partitions import TARGETS
 from fastdraft_dag.core.shards import ShardChecksumError, verify_shards
-from fastdraft_dag.data.corpus import CorpusOptions, build_corpus
+from fastdraft_dag.data.corpus import CorpusOptions, build_corpus, corpus_drops
 from fastdraft_dag.data.packing import tokenize_and_pack
 from fastdraft_dag.reporting.plots import funnel_plot, markdown_image
 from fastdraft_dag.reporting.tables import md_table
@@ -76,7 +77,7 @@ def filtered_corpora(
         pipeline.db_path, "corpus_funnel", version, funnel, run_id, art.manifest.get("built_at")
     )
     per_source = [{k: v for k, v in s.items() if k != "dropped"} for s in stats]
-    drops = [
+    dropped = [
         {k: r[k] for k in ("source", "stage", "step", "docs", "bytes")}
         for r in funnel
         if r["docs"] and r["stage"] != "kept"
@@ -88,7 +89,8 @@ def filtered_corpora(
             "docs_kept": art.metrics["docs_kept"],
             "bytes_kept": art.metrics["bytes_kept"],
             "per_source": dg.MetadataValue.md(md_table(per_source)),
-            "drops": dg.MetadataValue.md(md_table(drops) if drops else "nothing dropped"),
+            **drops_metadata(corpus_drops(funnel)),
+            "funnel": dg.MetadataValue.md(md_table(dropped) if dropped else "nothing dropped"),
             "funnel_plot": dg.MetadataValue.md(markdown_image(art.path / "funnel.png", "funnel")),
         },
     )

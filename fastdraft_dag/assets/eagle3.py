@@ -6,7 +6,9 @@ from transformers import AutoTokenizer
 from fastdraft_dag.assets.common import (
     TOKENIZER_CHECK,
     build_trained,
+    drops_metadata,
     result,
+    sft_drops,
     tokenizer_check,
     tokenizer_check_spec,
 )
@@ -28,8 +30,10 @@ ACCEPTS_SPEC = dg.AssetCheckSpec(
 
 
 def _estimate_table(offline: dict) -> list[dict]:
-    rows = [{"task": t, **{k: v for k, v in f.items() if k != "alpha_by_step"}}
-            for t, f in (offline.get("by_task") or {}).items()]  # fmt: skip
+    rows = [
+        {"task": t, **{k: v for k, v in f.items() if k != "alpha_by_step"}}
+        for t, f in (offline.get("by_task") or {}).items()
+    ]
     pooled = {k: v for k, v in offline.items() if k not in ("by_task", "alpha_by_step")}
     return [*rows, {"task": "all", **pooled}]
 
@@ -89,11 +93,17 @@ def eagle3_head(
         tok = AutoTokenizer.from_pretrained(target.path)
         responses = response_token_ids(read_rows(kd.path / "kd.jsonl")[0], tok)
         return train_head(
-            target_dir=target.path, target_name=target.name, kd_dir=kd.path,
-            responses=responses, always_keep=end_of_turn_ids(target.path, tok),
-            lineage=lineage, job=job, out=out,
-            train=lambda spec, work: hpu.train(context, spec, work), log=context.log.info,
-        )  # fmt: skip
+            target_dir=target.path,
+            target_name=target.name,
+            kd_dir=kd.path,
+            responses=responses,
+            always_keep=end_of_turn_ids(target.path, tok),
+            lineage=lineage,
+            job=job,
+            out=out,
+            train=lambda spec, work: hpu.train(context, spec, work),
+            log=context.log.info,
+        )
 
     art = build_trained(
         context,
@@ -116,6 +126,7 @@ def eagle3_head(
             "val_loss": m.get("val_loss"),
             "tokens_per_s": m.get("tokens_per_s"),
             "offline_tau_k3": offline.get("tau_k3"),
+            **drops_metadata(sft_drops(m.get("sft_data", {}), {})),
             "offline_estimate": dg.MetadataValue.md(md_table(_estimate_table(offline))),
             "loss_curve": dg.MetadataValue.md(
                 markdown_image(curve, "loss curve") if curve.is_file() else "_no training log_"

@@ -22,7 +22,7 @@ from fastdraft_dag.evaluation.benchmark import (
     run_benchmark,
 )
 from fastdraft_dag.evaluation.modes import ModeChoice, verdict
-from fastdraft_dag.evaluation.offline import TORCH_FP32
+from fastdraft_dag.evaluation.offline import TORCH_FP32, OfflineRow
 from fastdraft_dag.evaluation.quality import acceptance_regressions, quantized_acceptance_losses
 from fastdraft_dag.evaluation.results import wallclock_db_rows
 from fastdraft_dag.reporting import plots
@@ -39,7 +39,7 @@ QUANTIZATION_TOLERANCE = 0.02  # absolute alpha_greedy, like the regression chec
 
 
 def acceptance_check(
-    offline: list[dict], previous_version: str | None, previous: dict, tolerance: float
+    offline: list[OfflineRow], previous_version: str | None, previous: dict, tolerance: float
 ) -> dg.AssetCheckResult:
     """alpha_greedy per task of the PyTorch fp32 draft against this target's previous benchmark.
 
@@ -78,7 +78,7 @@ def acceptance_check(
     )
 
 
-def quantization_check(offline: list[dict]) -> dg.AssetCheckResult:
+def quantization_check(offline: list[OfflineRow]) -> dg.AssetCheckResult:
     """Warn when an int8/int4 draft IR loses acceptance against the float draft on some task."""
     q = quantized_acceptance_losses(offline, QUANTIZATION_TOLERANCE)
     if not q["losses"]:

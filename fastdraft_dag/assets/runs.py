@@ -133,7 +133,9 @@ def wait_for_pools(
             return waited
         if waited - said >= say_every_seconds:
             for pool, holders in busy.items():
-                log(f"pool {pool} is held by {', '.join(holders)}; waited {waited:.0f} s "
-                    "(Ctrl-C to stop)")  # fmt: skip
+                log(
+                    f"pool {pool} is held by {', '.join(holders)}; waited {waited:.0f} s "
+                    "(Ctrl-C to stop)"
+                )
             said = waited
         time.sleep(poll_seconds)

@@ -44,9 +44,17 @@ def pretrained_draft(
             responses = response_token_ids(read_rows(kd.path / "kd.jsonl")[0], tok)
             eot = end_of_turn_ids(target.path, tok)
         return pretrain_draft(
-            target.path, target.name, shards.path, lineage, cfg, settings.threads, out,
-            lambda spec, work: hpu.train(context, spec, work), responses, eot,
-        ).metrics  # fmt: skip
+            target.path,
+            target.name,
+            shards=shards.path,
+            lineage=lineage,
+            cfg=cfg,
+            threads=settings.threads,
+            out=out,
+            train=lambda spec, work: hpu.train(context, spec, work),
+            responses=responses,
+            always_keep=eot,
+        ).metrics
 
     art = build_trained(
         context,

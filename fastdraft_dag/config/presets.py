@@ -37,10 +37,24 @@ from fastdraft_dag.config.schema import (
 )
 
 __all__ = [
-    "AlignConfig", "BenchConfig", "CorporaConfig", "ExportConfig", "KDConfig", "PretrainConfig",
-    "PROFILES", "Profile", "ProfileError", "ShardsConfig", "StageConfig", "artifact_recipe",
-    "load_preset", "load_profile", "load_recipe", "recipe_data", "recipe_yaml",
-]  # fmt: skip
+    "AlignConfig",
+    "BenchConfig",
+    "CorporaConfig",
+    "ExportConfig",
+    "KDConfig",
+    "PretrainConfig",
+    "PROFILES",
+    "Profile",
+    "ProfileError",
+    "ShardsConfig",
+    "StageConfig",
+    "artifact_recipe",
+    "load_preset",
+    "load_profile",
+    "load_recipe",
+    "recipe_data",
+    "recipe_yaml",
+]
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 PRESET_NAMES = ("tiny", "default", "paper", "qwen")

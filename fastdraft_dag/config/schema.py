@@ -13,10 +13,21 @@ from fastdraft_dag.openvino.config import ExportConfig
 from fastdraft_dag.training.config import PretrainConfig, StageConfig
 
 __all__ = [
-    "ASSET_SETTINGS", "AlignConfig", "BenchConfig", "CorporaConfig", "DRAFT_KINDS",
-    "Eagle3Config", "ExportConfig", "KDConfig",
-    "PretrainConfig", "Profile", "ProfileError", "Settings", "ShardsConfig", "StageConfig",
-]  # fmt: skip
+    "ASSET_SETTINGS",
+    "AlignConfig",
+    "BenchConfig",
+    "CorporaConfig",
+    "DRAFT_KINDS",
+    "Eagle3Config",
+    "ExportConfig",
+    "KDConfig",
+    "PretrainConfig",
+    "Profile",
+    "ProfileError",
+    "Settings",
+    "ShardsConfig",
+    "StageConfig",
+]
 
 # What each asset reads of the recipe (dotted paths; a section name means all of it). An
 # asset's artifact version hashes exactly these, and `Profile.settings(asset)` refuses to hand
@@ -28,17 +39,32 @@ ASSET_SETTINGS: dict[str, tuple[str, ...]] = {
     "pretrained_draft": ("pretrain", "threads"),
     "synthetic_kd_dataset": ("kd", "bench.prompt_files", "threads"),
     "aligned_draft": (
-        "align.stage", "align.max_len", "align.val_fraction", "align.drop_truncated",
-        "align.pretrain_mix", "align.on_policy", "align.on_policy_fraction",
-        "align.on_policy_temperature", "align.teacher_topk", "kd.max_new_tokens", "kd.batch_size", "pretrain.seed",
-        "pretrain.dtype", "pretrain.freeze", "threads",
+        "align.stage",
+        "align.max_len",
+        "align.val_fraction",
+        "align.drop_truncated",
+        "align.pretrain_mix",
+        "align.on_policy",
+        "align.on_policy_fraction",
+        "align.on_policy_temperature",
+        "align.teacher_topk",
+        "kd.max_new_tokens",
+        "kd.batch_size",
+        "pretrain.seed",
+        "pretrain.dtype",
+        "pretrain.freeze",
+        "threads",
     ),
     "eagle3_head": ("eagle3", "threads"),
     "openvino_ir": ("export", "bench.reference_draft", "bench.sd_draft_format", "draft_kinds"),
     "benchmark_tables": (
-        "bench", "export.draft_formats", "export.target_format", "threads", "draft_kinds",
+        "bench",
+        "export.draft_formats",
+        "export.target_format",
+        "threads",
+        "draft_kinds",
     ),
-}  # fmt: skip
+}
 JUDGING = {"align.gate_min_gain", "eagle3.gate_min_tau"}
 # Draft kinds: "standalone" (pretrained_draft -> aligned_draft, a small LM of its own) and
 # "eagle3" (eagle3_head, reading the target's hidden states).

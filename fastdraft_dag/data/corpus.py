@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from fastdraft_dag.core.drops import Drops
 from fastdraft_dag.core.files import atomic_path, write_text_atomic
 from fastdraft_dag.core.procs import worker_pool
 from fastdraft_dag.data import dedup, features
@@ -255,6 +256,16 @@ def funnel_rows(
                 }
             )
     return rows
+
+
+def corpus_drops(funnel: list[dict[str, Any]]) -> Drops:
+    """Documents dropped, summed over sources, by `<stage>:<step>` (`rule:min_chars`,
+    `dedup:near_duplicate`, `read:binary`); the kept row is not a drop."""
+    drops = Drops()
+    for row in funnel:
+        if row["stage"] != "kept":
+            drops.add(f"{row['stage']}:{row['step']}", int(row["docs"]))
+    return drops
 
 
 def stats_from_funnel(funnel: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -205,6 +205,7 @@ def tokenize_and_pack(
     corpus_parquet: Path,
     tokenizer_dir: Path,
     out_dir: Path,
+    *,
     seq_len: int,
     seqs_per_shard: int,
     val_fraction: float,

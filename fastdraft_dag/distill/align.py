@@ -49,9 +49,14 @@ def data_parts(
     parts = [
         {"name": "kd", "weight": rest * (1.0 - share), "kind": "sft", "path": str(kd_npz)},
         {"name": "on_policy", "weight": rest * share, "kind": "sft", "path": str(on_policy_npz)},
-        {"name": "pretrain", "weight": cfg.pretrain_mix, "kind": "packed",
-         "root": str(shards), "mix": cfg.stage.mix},
-    ]  # fmt: skip
+        {
+            "name": "pretrain",
+            "weight": cfg.pretrain_mix,
+            "kind": "packed",
+            "root": str(shards),
+            "mix": cfg.stage.mix,
+        },
+    ]
     return [p for p in parts if p["weight"] > 0]
 
 
@@ -70,10 +75,10 @@ def _on_policy(
         target_dir,
         pretrained,
         train_prompt_rows(rows, cfg.val_fraction),
-        cfg.max_len,
-        job.on_policy_max_new_tokens,
-        cfg.on_policy_temperature,
-        job.on_policy_batch_size,
+        max_len=cfg.max_len,
+        max_new_tokens=job.on_policy_max_new_tokens,
+        temperature=cfg.on_policy_temperature,
+        batch_size=job.on_policy_batch_size,
         seed=job.seed,
         threads=job.threads or None,
     )
@@ -99,6 +104,7 @@ def _teacher(job: AlignJob, target_dir: Path, arrays: dict, work: Path, log: Log
 def align_draft(
     target_dir: Path,
     target_name: str,
+    *,
     pretrained: Path,
     kd_dir: Path,
     shards: Path | None,
@@ -125,9 +131,14 @@ def align_draft(
         on_policy_npz, on_policy_stats = _on_policy(job, target_dir, pretrained, rows, arrays, work)
     parts = data_parts(cfg, work / "sft.npz", on_policy_npz, shards)
     spec = build_spec(
-        str(pretrained), str(out), [(cfg.stage, data_spec(parts))],
-        seed=job.seed, dtype=job.dtype, threads=job.threads, freeze=job.freeze,
-    )  # fmt: skip
+        str(pretrained),
+        str(out),
+        [(cfg.stage, data_spec(parts))],
+        seed=job.seed,
+        dtype=job.dtype,
+        threads=job.threads,
+        freeze=job.freeze,
+    )
     metrics = train(spec, work)  # checkpoints: out/_checkpoints
     for scratch in (work, out / "_checkpoints"):
         shutil.rmtree(scratch, ignore_errors=True)

@@ -74,8 +74,12 @@ def initial_head(
     head = init_head(target_dir, kept, seed=cfg.seed)
     save_head(head, out, target_dir, tap_record(layers, n_layers))
     trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
-    return {"layers": layers, "target_layers": n_layers, "trainable_parameters": trainable,
-            **vocab_stats}  # fmt: skip
+    return {
+        "layers": layers,
+        "target_layers": n_layers,
+        "trainable_parameters": trainable,
+        **vocab_stats,
+    }
 
 
 def train_head(
@@ -106,10 +110,16 @@ def train_head(
     save_sft_npz(arrays, work / "sft.npz")
     parts = head_data(work / "sft.npz", corpus)
     spec = build_spec(
-        str(init), str(out), [(cfg.stage, data_spec(parts))],
-        seed=cfg.seed, dtype="fp32", threads=job.threads, teacher_dir=str(target_dir),
-        ttt_steps=cfg.ttt_steps, ttt_decay=cfg.ttt_decay,
-    )  # fmt: skip
+        str(init),
+        str(out),
+        [(cfg.stage, data_spec(parts))],
+        seed=cfg.seed,
+        dtype="fp32",
+        threads=job.threads,
+        teacher_dir=str(target_dir),
+        ttt_steps=cfg.ttt_steps,
+        ttt_decay=cfg.ttt_decay,
+    )
     log(f"training an EAGLE-3 head on layers {sizes['layers']} of {sizes['target_layers']}")
     metrics = train(spec, work)
     for scratch in (work, init, out / "_checkpoints"):
@@ -120,8 +130,13 @@ def train_head(
     log_rows = train_log_rows(out / "train_log.jsonl")
     if log_rows:
         loss_curve_plot(log_rows, out / "loss_curve.png", f"EAGLE-3 head of {target_name}")
-    metrics = {**sizes, **metrics, "sft_data": data_stats, "offline": estimate,
-               "data_parts": [{k: p[k] for k in ("name", "kind", "weight")} for p in parts]}  # fmt: skip
+    metrics = {
+        **sizes,
+        **metrics,
+        "sft_data": data_stats,
+        "offline": estimate,
+        "data_parts": [{k: p[k] for k in ("name", "kind", "weight")} for p in parts],
+    }
     write_model_card(out, "FastDraft EAGLE-3 head", target_name, metrics, lineage)
     return metrics
 
@@ -142,8 +157,13 @@ def head_data(kd_npz: Path, corpus: Corpus | None) -> list[dict]:
         return [kd]
     if not 0 < corpus.share < 1:
         raise ValueError(f"corpus share {corpus.share}: expected in (0, 1)")
-    packed = {"name": "corpus", "weight": corpus.share, "kind": "packed",
-              "root": str(corpus.shards), "mix": dict(corpus.mix)}  # fmt: skip
+    packed = {
+        "name": "corpus",
+        "weight": corpus.share,
+        "kind": "packed",
+        "root": str(corpus.shards),
+        "mix": dict(corpus.mix),
+    }
     return [{**kd, "weight": 1.0 - corpus.share}, packed]
 
 
@@ -174,11 +194,12 @@ def summarize_chains(lengths: dict[str, list[int]], ks: Sequence[int] = CHAIN_KS
 
     def figures(ls: list[int]) -> dict[str, Any]:
         arr = np.asarray(ls)
-        alphas = [
-            float((arr > j).sum() / max((arr >= j).sum(), 1)) for j in range(max(ks))
-        ]  # fmt: skip
-        return {"chains": len(ls), **{f"tau_k{k}": float(1 + np.minimum(arr, k).mean()) for k in ks},
-                "alpha_by_step": [round(a, 4) for a in alphas]}  # fmt: skip
+        alphas = [float((arr > j).sum() / max((arr >= j).sum(), 1)) for j in range(max(ks))]
+        return {
+            "chains": len(ls),
+            **{f"tau_k{k}": float(1 + np.minimum(arr, k).mean()) for k in ks},
+            "alpha_by_step": [round(a, 4) for a in alphas],
+        }
 
     pooled = [n for ls in lengths.values() for n in ls]
     if not pooled:

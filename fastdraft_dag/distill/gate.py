@@ -14,10 +14,44 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypedDict
 
 from fastdraft_dag.distill.kd_rows import IGNORE, encode_row, end_of_turn_ids, is_val
 from fastdraft_dag.draft.derived import load_fp32_model
+
+
+class TaskAcceptance(TypedDict):
+    acceptance: float
+    positions: int
+
+
+class Acceptance(TypedDict):
+    """One draft's greedy acceptance on the held-out rows: token-pooled and per task."""
+
+    overall: float | None  # None when no response position was compared
+    positions: int
+    rows: int
+    by_task: dict[str, TaskAcceptance]
+
+
+# Draft name ("pretrained", "aligned") -> its acceptance: `metrics["gate"]` of aligned_draft.
+GateFigures = dict[str, Acceptance]
+
+
+class GateRow(TypedDict):
+    task: str  # a task family, or "all" for the pooled figures
+    pretrained: float
+    aligned: float
+    gain: float
+    positions: int
+
+
+class GateVerdict(NamedTuple):
+    """The gate's answer: passed, a one-line description naming the figures, the table."""
+
+    passed: bool
+    description: str
+    table: list[GateRow]
 
 
 def held_out_rows(
@@ -106,7 +140,7 @@ def target_argmax(target: Any, encoded: list[tuple[str, list[int], list[int]]]) 
 
 def acceptance(
     draft: Any, encoded: list[tuple[str, list[int], list[int]]], reference: list[list[int]]
-) -> dict[str, Any]:
+) -> Acceptance:
     """Per-task and overall (token-pooled) fraction of positions where draft argmax == target's."""
     hits: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
@@ -130,7 +164,7 @@ def held_out_acceptance(
     rows: list[dict[str, Any]],
     max_len: int,
     threads: int | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> GateFigures:
     """Greedy acceptance of each named draft against the target on `rows` (the held-out rows).
 
     The target runs once per row; each draft once per row. Everything is fp32 PyTorch, so the
@@ -147,10 +181,10 @@ def held_out_acceptance(
     }
 
 
-def gate_table(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def gate_table(figures: GateFigures) -> list[GateRow]:
     """Before/after per task family and overall: {pretrained, aligned} figures -> table rows."""
     before, after = figures["pretrained"], figures["aligned"]
-    table = [
+    table: list[GateRow] = [
         {
             "task": task,
             "pretrained": before["by_task"][task]["acceptance"],
@@ -173,15 +207,15 @@ def gate_table(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def gate(
-    aligned: dict[str, Any], pretrained: dict[str, Any], min_gain: float = 0.0
-) -> tuple[bool, str, list[dict[str, Any]]]:
+def gate(aligned: Acceptance, pretrained: Acceptance, min_gain: float = 0.0) -> GateVerdict:
     """(passed, description, per-task table): aligned overall acceptance must exceed pretrained's
     by more than `min_gain`. Per-task gains are reported, not required: a task with a handful of
     held-out rows is too noisy to block on by itself.
     """
     if not aligned.get("positions"):
-        return False, "no held-out response positions to compare on: raise align.val_fraction", []
+        return GateVerdict(
+            False, "no held-out response positions to compare on: raise align.val_fraction", []
+        )
     table = gate_table({"aligned": aligned, "pretrained": pretrained})
     gain = table[-1]["gain"]
     passed = gain > min_gain
@@ -199,4 +233,4 @@ def gate(
         f"{head} on {aligned['positions']} held-out response positions "
         f"({pretrained['overall']:.3f} -> {aligned['overall']:.3f}); per task: {per_task}"
     )
-    return passed, desc, table
+    return GateVerdict(passed, desc, table)

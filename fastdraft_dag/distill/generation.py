@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastdraft_dag.core.drops import Drops
 from fastdraft_dag.core.jsonl import append_jsonl, read_jsonl
 from fastdraft_dag.distill.backends import (
     BACKENDS,
@@ -33,6 +34,8 @@ from fastdraft_dag.distill.backends import (
     resolve_dtype,
 )
 from fastdraft_dag.distill.kd_rows import (
+    DroppedRow,
+    KDRow,
     end_of_turn_ids,
     existing_ids,
     row_id,
@@ -90,20 +93,20 @@ class _Todo:
 
 
 def _plan(
-    prompts: list[dict[str, Any]], tokenizer: Any, done: set[str], mix, seed: int, drops: Counter
+    prompts: list[dict[str, Any]], tokenizer: Any, done: set[str], mix, seed: int, drops: Drops
 ) -> list[_Todo]:
     """Prompts still to answer (not decided on disk), each row id once, empty prompts counted."""
     todo, seen = [], set()
     for p in prompts:
         if not str(p.get("prompt", "")).strip():
-            drops["empty_prompt"] += 1
+            drops.add("empty_prompt")
             continue
         temp = assign_temperature(p["id"], mix, seed)
         rid = row_id(p["id"], temp, seed)
         if rid in done:
             continue
         if rid in seen:
-            drops["duplicate_prompt_id"] += 1
+            drops.add("duplicate_prompt_id")
             continue
         seen.add(rid)
         todo.append(_Todo(p, rid, encode_prompt(tokenizer, p), temp, request_seed(rid, seed)))
@@ -119,7 +122,7 @@ def _chunks(todo: list[_Todo], size: int) -> Iterator[list[_Todo]]:
 
 @dataclass
 class _Tally:
-    drops: Counter = field(default_factory=Counter)
+    drops: Drops = field(default_factory=Drops)
     finish: Counter = field(default_factory=Counter)
     by_temperature: Counter = field(default_factory=Counter)
     tokens: int = 0
@@ -142,7 +145,7 @@ def _generate_safely(backend: Backend, todo: list[_Todo]) -> list[list[int] | No
     return out
 
 
-def _make_row(t: _Todo, resp: list[int], why: str, text: str) -> dict[str, Any]:
+def _make_row(t: _Todo, resp: list[int], why: str, text: str) -> KDRow:
     p = t.prompt
     return {
         "id": t.rid,
@@ -165,15 +168,16 @@ def _answer(
     chunk: list[_Todo],
     keep_truncated: bool,
     tally: _Tally,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[KDRow], list[DroppedRow]]:
     """(rows kept, rows dropped for good) of one chunk."""
     t0 = time.perf_counter()
     outputs = _generate_safely(backend, chunk)
     tally.seconds += time.perf_counter() - t0
-    kept, dropped = [], []
+    kept: list[KDRow] = []
+    dropped: list[DroppedRow] = []
     for t, new_ids in zip(chunk, outputs, strict=True):
         if new_ids is None:
-            tally.drops["failed"] += 1
+            tally.drops.add("failed")
             continue
         resp, why = finish(new_ids, eos)
         tally.tokens += len(resp) + (why == "eos")
@@ -182,7 +186,7 @@ def _answer(
         if reason is None and why == "length" and not keep_truncated:
             reason = "truncated"
         if reason:
-            tally.drops[reason] += 1
+            tally.drops.add(reason)
             dropped.append({"id": t.rid, "prompt_id": t.prompt["id"], "reason": reason})
             continue
         tally.finish[why] += 1
@@ -195,6 +199,7 @@ def _backend(
     name: str,
     model: Any,
     ir_dir: Path | None,
+    *,
     eos: list[int],
     pad_id: int,
     max_new: int,
@@ -225,6 +230,7 @@ def generate_responses(
     target_dir: Path,
     prompts: list[dict[str, Any]],
     out_path: Path,
+    *,
     max_new_tokens: int,
     batch_size: int = 8,
     temperature: float | Mapping[float, float] = 0.0,
@@ -269,7 +275,16 @@ def generate_responses(
     if not roundtrip:
         warnings.warn(f"{target_dir}: tokenizer does not round-trip plain text", stacklevel=2)
     engine = (
-        _backend(backend, model, ir_dir, eos, pad_id, max_new_tokens, batch_size, threads)
+        _backend(
+            backend,
+            model,
+            ir_dir,
+            eos=eos,
+            pad_id=pad_id,
+            max_new=max_new_tokens,
+            batch=batch_size,
+            threads=threads,
+        )
         if todo
         else None
     )
@@ -285,7 +300,7 @@ def generate_responses(
         bar.update(len(chunk))
     bar.close()
     decided = read_dropped_reasons(dropped_path(out_path))
-    transient = {k: v for k, v in tally.drops.items() if k not in decided}
+    transient = {k: v for k, v in tally.drops.items() if k not in decided}  # first-seen order
     return {
         "rows": written,
         "rows_in_file": len(existing_ids(out_path)),

@@ -26,8 +26,12 @@ def build_prompts(
     try:
         eval_rows, heldout = evaluation_texts(eval_files)
         prompts, stats = assemble_prompts(
-            cfg.prompt_counts(), cfg.seed, cfg.max_prompt_chars, cfg.prompt_sources, eval_rows,
-        )  # fmt: skip
+            cfg.prompt_counts(),
+            cfg.seed,
+            cfg.max_prompt_chars,
+            cfg.prompt_sources,
+            eval_rows,
+        )
     except ValueError as exc:  # ContaminationError, or a bad prompt file / setting
         raise PromptSetError(str(exc)) from exc
     prompts, fit = fit_to_target(prompts, target_dir, cfg.max_new_tokens)
@@ -102,10 +106,15 @@ def sample_rows(rows: list[dict[str, Any]], n: int = 5) -> list[dict[str, Any]]:
         return text[:width].replace("\n", " ").replace("|", "/")
 
     return [
-        {"id": r["id"], "task": r["task"], "prompt": cell(r["prompt"], 80),
-         "response": cell(r["response"], 120), "finish": r["finish"]}
+        {
+            "id": r["id"],
+            "task": r["task"],
+            "prompt": cell(r["prompt"], 80),
+            "response": cell(r["response"], 120),
+            "finish": r["finish"],
+        }
         for r in rows[:n]
-    ]  # fmt: skip
+    ]
 
 
 def kd_response_quality(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -273,8 +273,12 @@ def kd_prompts_with_stats(
             eval_rows, heldout = eval_reference_rows(include_heldout=False), False
     index = NgramIndex(eval_rows)
     seen: set[str] = set()
-    wanted = {"instructions": n_instruction, "code": n_code, "text_completion": n_text,
-              "summarization": n_summarization}  # fmt: skip
+    wanted = {
+        "instructions": n_instruction,
+        "code": n_code,
+        "text_completion": n_text,
+        "summarization": n_summarization,
+    }
     rows: list[dict[str, Any]] = []
     families = []
     for task, (label, texts, chat) in builtin_families(seed).items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -20,6 +20,33 @@ from fastdraft_dag.core.jsonl import read_jsonl, write_jsonl_atomic
 from fastdraft_dag.prompts.render import encode_prompt
 
 IGNORE = -100
+
+
+class KDRow(TypedDict):
+    """One line of `kd.jsonl`: the target's answer to one prompt at one temperature.
+
+    Written by generation (`generation._make_row`), read by SFT arrays, on-policy data, the gate,
+    the EAGLE-3 head and the asset's quality checks. `read_rows` checks `id` and `response` only.
+    """
+
+    id: str  # row_id(prompt id, temperature, seed)
+    prompt_id: str
+    task: str
+    prompt: str
+    chat: bool
+    temperature: float
+    response: str
+    prompt_tokens: int
+    response_tokens: int
+    finish: str  # "eos" or "length" (cut at max_new_tokens, kept with kd.keep_truncated)
+
+
+class DroppedRow(TypedDict):
+    """One line of `kd.dropped.jsonl`: a row decided as dropped for good, so a resume skips it."""
+
+    id: str
+    prompt_id: str
+    reason: str
 
 
 def end_of_turn_ids(model_dir: Path, tokenizer: Any) -> list[int]:

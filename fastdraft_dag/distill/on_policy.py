@@ -115,6 +115,7 @@ def build_on_policy_arrays(
     target_dir: Path,
     draft_dir: Path,
     rows: list[dict[str, Any]],
+    *,
     max_len: int,
     max_new_tokens: int,
     temperature: float = 1.0,

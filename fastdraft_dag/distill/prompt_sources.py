@@ -142,12 +142,16 @@ def source_rows(
         text = normalize_text(r["prompt"])
         key = normalize_key(text)
         reason = (
-            "empty" if not key
-            else "too_long" if len(text) > max_chars
-            else "duplicate" if key in seen
-            else "duplicate_id" if r["id"] in ids
+            "empty"
+            if not key
+            else "too_long"
+            if len(text) > max_chars
+            else "duplicate"
+            if key in seen
+            else "duplicate_id"
+            if r["id"] in ids
             else None
-        )  # fmt: skip
+        )
         if reason:
             counts[reason] += 1
             continue
@@ -188,8 +192,13 @@ def check_disjoint(
 def _used(source: str, kind: str, kept: int, drops: Counter) -> dict[str, Any]:
     """One row of the sources table (same columns for every source)."""
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(drops.items()) if v)
-    return {"source": source, "kind": kind, "rows": kept, "dropped": sum(drops.values()),
-            "drops": reasons}  # fmt: skip
+    return {
+        "source": source,
+        "kind": kind,
+        "rows": kept,
+        "dropped": sum(drops.values()),
+        "drops": reasons,
+    }
 
 
 def assemble_prompts(
@@ -209,9 +218,14 @@ def assemble_prompts(
     if eval_rows is None:
         eval_rows, heldout = evaluation_texts()
     builtin, bstats = kd_prompts_with_stats(
-        counts.get("n_instruction", 0), counts.get("n_code", 0), seed, max_chars, eval_rows,
-        counts.get("n_text", 0), counts.get("n_summarization", 0),
-    )  # fmt: skip
+        counts.get("n_instruction", 0),
+        counts.get("n_code", 0),
+        seed,
+        max_chars,
+        eval_rows,
+        counts.get("n_text", 0),
+        counts.get("n_summarization", 0),
+    )
     seen = {normalize_key(r["prompt"]) for r in builtin}
     ids = {r["id"] for r in builtin}
     drops: Counter = Counter()

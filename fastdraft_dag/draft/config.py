@@ -31,9 +31,15 @@ if TYPE_CHECKING:
     from transformers import LlamaConfig
 
 __all__ = [
-    "PRESETS", "DraftConfigError", "DraftSize", "derive_draft_config", "estimate_parameters",
-    "init_draft", "scaled_size", "validate_size",
-]  # fmt: skip
+    "PRESETS",
+    "DraftConfigError",
+    "DraftSize",
+    "derive_draft_config",
+    "estimate_parameters",
+    "init_draft",
+    "scaled_size",
+    "validate_size",
+]
 
 MAX_DRAFT_CONTEXT = 2048
 

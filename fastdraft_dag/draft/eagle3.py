@@ -36,10 +36,21 @@ ARCHITECTURE = "LlamaForCausalLMEagle3"  # the SpecForge layout optimum-intel 2.
 LAYERS_FILE = "eagle3_layers.json"  # which target layers the head was trained on
 # Keys copied from the target's config: the head has the target's width, heads and RoPE.
 TARGET_KEYS = (
-    "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
-    "rms_norm_eps", "max_position_embeddings", "rope_theta", "rope_scaling", "rope_parameters",
-    "bos_token_id", "eos_token_id", "pad_token_id", "hidden_act",
-)  # fmt: skip
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "max_position_embeddings",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "hidden_act",
+)
 
 
 def is_eagle3_dir(model_dir: Path) -> bool:

@@ -91,10 +91,13 @@ def target_parameters(src: dict[str, Any]) -> int:
     """A Llama-style target's parameter count from its config.json (no weights needed)."""
     d, heads = int(src["hidden_size"]), int(src["num_attention_heads"])
     size = DraftSize(
-        d, int(src["num_hidden_layers"]), heads,
-        int(src.get("num_key_value_heads") or heads), int(src["intermediate_size"]),
+        d,
+        int(src["num_hidden_layers"]),
+        heads,
+        int(src.get("num_key_value_heads") or heads),
+        int(src["intermediate_size"]),
         tie_word_embeddings=bool(src.get("tie_word_embeddings", False)),
-    )  # fmt: skip
+    )
     return estimate_parameters(size, int(src["vocab_size"]))
 
 

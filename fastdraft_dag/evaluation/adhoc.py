@@ -18,8 +18,9 @@ from fastdraft_dag.core.files import sha256_file
 from fastdraft_dag.core.tokenizers import TOKENIZER_FILES, require_same_tokens
 from fastdraft_dag.draft.eagle3 import is_eagle3_dir
 from fastdraft_dag.evaluation.benchmark import BenchDevice
-from fastdraft_dag.evaluation.live import choose_k
+from fastdraft_dag.evaluation.live import LiveJob, LiveResult, choose_k
 from fastdraft_dag.evaluation.modes import choose_mode
+from fastdraft_dag.evaluation.offline import OfflineJob, OfflineRow
 from fastdraft_dag.evaluation.results import wallclock_db_rows
 from fastdraft_dag.openvino.export import export_ir
 from fastdraft_dag.prompts.eval_sets import load_prompts_jsonl
@@ -110,7 +111,7 @@ def run_adhoc(job: AdhocJob, device: BenchDevice, cache: Path, log: Log = print)
         raise ValueError("nothing to measure: ask for offline, live or both")
     for warning in require_same_tokens(job.draft.tokenizer_dir, job.target_dir, "--draft"):
         log(f"warning: {warning}")
-    offline: list[dict] = []
+    offline: list[OfflineRow] = []
     if job.offline:
         if job.draft.hf_dir is None:
             raise ValueError(
@@ -118,10 +119,17 @@ def run_adhoc(job: AdhocJob, device: BenchDevice, cache: Path, log: Log = print)
                 "alone supports --live only"
             )
         irs = {job.draft_format: job.draft.ir_dir} if job.draft.ir_dir else {}
-        offline = device.evaluate_offline(
-            job.target_dir, job.draft.hf_dir, job.prompts, job.max_new_tokens, list(job.ks),
-            job.threads, irs, job.target_format,
-        )  # fmt: skip
+        offline_job = OfflineJob(
+            job.target_dir,
+            job.draft.hf_dir,
+            prompts=job.prompts,
+            max_new_tokens=job.max_new_tokens,
+            ks=list(job.ks),
+            threads=job.threads,
+            draft_irs=irs,
+            target_precision=job.target_format,
+        )
+        offline = device.evaluate_offline(offline_job)
     tables: dict[str, Any] = {"offline": offline, "wallclock": [], "device": device.device}
     if job.live:
         live = _live(job, device, cache, log)
@@ -133,7 +141,7 @@ def run_adhoc(job: AdhocJob, device: BenchDevice, cache: Path, log: Log = print)
     return tables
 
 
-def _live(job: AdhocJob, device: BenchDevice, cache: Path, log: Log) -> dict:
+def _live(job: AdhocJob, device: BenchDevice, cache: Path, log: Log) -> LiveResult:
     key = stable_hash([job.target_name, job.target_revision], 12)
     target_ir = _export_cached(
         job.target_dir, cache / "target-irs" / f"{key}-{job.target_format}", job.target_format, log
@@ -142,14 +150,23 @@ def _live(job: AdhocJob, device: BenchDevice, cache: Path, log: Log) -> dict:
     if draft_ir is None:
         digest = sha256_file(job.draft.hf_dir / "model.safetensors")[:16]
         draft_ir = _export_cached(
-            job.draft.hf_dir, cache / "draft-irs" / f"{digest}-{job.draft_format}",
-            job.draft_format, log,
-        )  # fmt: skip
-    return device.benchmark_live(
-        target_ir, draft_ir, job.prompts, tokenizer_dir=job.target_dir,
-        max_new_tokens=job.max_new_tokens, ks=list(job.ks), margin_model_dir=job.target_dir,
-        prompt_lookup=True, confidence_thresholds=list(job.confidence_thresholds),
-    )  # fmt: skip
+            job.draft.hf_dir,
+            cache / "draft-irs" / f"{digest}-{job.draft_format}",
+            job.draft_format,
+            log,
+        )
+    live = LiveJob(
+        target_ir,
+        draft_ir,
+        prompts=job.prompts,
+        tokenizer_dir=job.target_dir,
+        max_new_tokens=job.max_new_tokens,
+        ks=list(job.ks),
+        margin_model_dir=job.target_dir,
+        prompt_lookup=True,
+        confidence_thresholds=list(job.confidence_thresholds),
+    )
+    return device.benchmark_live(live)
 
 
 def record_adhoc(db_path: Path, job: AdhocJob, tables: dict[str, Any], run_id: str) -> str:

@@ -17,9 +17,17 @@ from typing import Any, Protocol
 
 from fastdraft_dag.core.files import write_json_atomic
 from fastdraft_dag.evaluation.config import BenchConfig
-from fastdraft_dag.evaluation.live import choose_k
+from fastdraft_dag.evaluation.live import (
+    Divergence,
+    LiveJob,
+    LiveResult,
+    LiveRow,
+    Sample,
+    choose_k,
+)
 from fastdraft_dag.evaluation.metrics import mbsu, param_bytes_ratio
 from fastdraft_dag.evaluation.modes import DRAFTED, EAGLE3, ModeChoice, choose_mode
+from fastdraft_dag.evaluation.offline import OfflineJob, OfflineRow
 from fastdraft_dag.evaluation.results import bench_prompt_set, write_release
 from fastdraft_dag.openvino.genai import PROMPT_LOOKUP_NGRAM
 from fastdraft_dag.openvino.ir_scoring import bytes_per_param
@@ -35,21 +43,9 @@ class BenchDevice(Protocol):
 
     device: str
 
-    def evaluate_offline(
-        self,
-        target_dir: Path,
-        draft_dir: Path,
-        prompts: list[dict],
-        max_new_tokens: int,
-        ks: list[int],
-        threads: int,
-        draft_irs: Mapping[str, Path],
-        target_precision: str,
-    ) -> list[dict]: ...
+    def evaluate_offline(self, job: OfflineJob) -> list[OfflineRow]: ...
 
-    def benchmark_live(
-        self, target_ir: Path, draft_ir: Path | None, prompts: list[dict], **kw: Any
-    ) -> dict: ...
+    def benchmark_live(self, job: LiveJob) -> LiveResult: ...
 
 
 @dataclass(frozen=True)
@@ -129,14 +125,14 @@ def prompt_sets(bench: BenchConfig) -> PromptSets:
 class BenchmarkResult:
     """Everything the benchmark measured and chose; ``results.json`` is its serialized form."""
 
-    offline: list[dict]
-    wallclock: list[dict]
+    offline: list[OfflineRow]
+    wallclock: list[LiveRow]
     best_k: int
     choice: ModeChoice
     device: str
     eagle3_offline: Mapping[str, Any] = field(default_factory=dict)
-    divergences: list[dict] = field(default_factory=list)
-    samples: list[dict] = field(default_factory=list)
+    divergences: list[Divergence] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     malformed_prompts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -182,12 +178,12 @@ class BenchmarkResult:
         }
 
 
-def _live(job: BenchmarkJob, prompts: list[dict], device: BenchDevice) -> dict:
+def _live(job: BenchmarkJob, prompts: list[dict], device: BenchDevice) -> LiveResult:
     b = job.bench
-    return device.benchmark_live(
+    live = LiveJob(
         job.target_ir,
         job.sd_ir,
-        prompts,
+        prompts=prompts,
         tokenizer_dir=job.target_dir,
         max_new_tokens=b.sd_max_new_tokens,
         ks=list(b.sd_ks),
@@ -197,6 +193,7 @@ def _live(job: BenchmarkJob, prompts: list[dict], device: BenchDevice) -> dict:
         confidence_thresholds=list(b.sd_confidence_thresholds),
         eagle3_ir=job.eagle3_ir,
     )
+    return device.benchmark_live(live)
 
 
 def head_estimate(job: BenchmarkJob) -> dict[str, Any]:
@@ -207,9 +204,11 @@ def head_estimate(job: BenchmarkJob) -> dict[str, Any]:
     if job.head_dir is None or not est.get("chains"):
         return est
     r = param_bytes_ratio(
-        job.head_dir, job.target_dir,
-        bytes_per_param(job.bench.sd_draft_format), bytes_per_param(job.target_format),
-    )  # fmt: skip
+        job.head_dir,
+        job.target_dir,
+        bytes_per_param(job.bench.sd_draft_format),
+        bytes_per_param(job.target_format),
+    )
     ks = sorted(int(k[len("tau_k") :]) for k in est if k.startswith("tau_k"))
     return {**est, "r": r, **{f"mbsu_k{k}": mbsu(est[f"tau_k{k}"], k, r) for k in ks}}
 
@@ -220,18 +219,19 @@ def run_benchmark(
     """Measure offline and live, choose the release's mode, and write results and release."""
     out = Path(out)
     b = job.bench
-    offline = []
+    offline: list[OfflineRow] = []
     if job.draft_dir is not None:  # the standalone draft's acceptance from target/draft logits
-        offline = device.evaluate_offline(
+        offline_job = OfflineJob(
             job.target_dir,
             job.draft_dir,
-            prompts.offline,
-            b.offline_max_new_tokens,
-            list(b.ks),
-            job.threads,
-            {f: job.irs_dir / f"draft-{f}" for f in job.draft_formats},
-            job.target_format,
+            prompts=prompts.offline,
+            max_new_tokens=b.offline_max_new_tokens,
+            ks=list(b.ks),
+            threads=job.threads,
+            draft_irs={f: job.irs_dir / f"draft-{f}" for f in job.draft_formats},
+            target_precision=job.target_format,
         )
+        offline = device.evaluate_offline(offline_job)
     live = _live(job, prompts.live, device)
     result = BenchmarkResult(
         offline=offline,
@@ -264,6 +264,12 @@ def run_benchmark(
     files = {plots.BENCHMARK_PLOTS[alt]: path for alt, path in figures.items()}
     ir, hf_dir = job.release_draft(result.choice)
     write_release(
-        out / RELEASE_DIR, ir, result.choice, card, files, hf_dir, PROMPT_LOOKUP_NGRAM,
-    )  # fmt: skip
+        out / RELEASE_DIR,
+        ir,
+        result.choice,
+        card,
+        files,
+        hf_dir,
+        PROMPT_LOOKUP_NGRAM,
+    )
     return result

@@ -32,8 +32,12 @@ class BenchConfig:
     prompt_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        counts = ("prompts_per_family", "offline_max_new_tokens", "sd_prompts_per_family",
-                  "sd_max_new_tokens")  # fmt: skip
+        counts = (
+            "prompts_per_family",
+            "offline_max_new_tokens",
+            "sd_prompts_per_family",
+            "sd_max_new_tokens",
+        )
         for name in counts:
             if getattr(self, name) < 1:
                 raise ConfigError(f"bench.{name}: {getattr(self, name)}, expected >= 1")

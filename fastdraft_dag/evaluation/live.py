@@ -18,9 +18,10 @@ at the first divergence is reported when a PyTorch copy of the target is given. 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from fastdraft_dag.core.tokenizers import require_same_tokens
 from fastdraft_dag.draft.derived import load_fp32_model
@@ -28,6 +29,7 @@ from fastdraft_dag.evaluation.bootstrap import pooled_speedup, speedup_interval
 from fastdraft_dag.evaluation.modes import DRAFTED
 from fastdraft_dag.openvino.genai import (
     PROMPT_LOOKUP_NGRAM,
+    PromptRecord,
     available_devices,
     check_device,
     check_ir_dir,
@@ -44,6 +46,110 @@ from fastdraft_dag.prompts.render import encode_prompt
 
 MAX_DIVERGENCES = 32  # per mode and k; one target forward pass each, cheap next to the benchmark
 N_SAMPLES = 2  # prompts whose decoded text is kept (plain and our draft at the best k)
+
+
+@dataclass(frozen=True)
+class LiveJob:
+    """What one live benchmark measures, declared once: ``benchmark_live``, the Core Ultra
+    resource and the benchmark's ``BenchDevice`` all take this job. `draft_ir` (the standalone
+    draft) and `eagle3_ir` (an EAGLE-3 head IR) may each be absent, not both."""
+
+    target_ir: Path
+    draft_ir: Path | None
+    _: KW_ONLY
+    prompts: list[dict]
+    tokenizer_dir: Path
+    max_new_tokens: int
+    ks: Sequence[int]
+    margin_model_dir: Path | None = None  # a PyTorch target for top-2 margins at divergences
+    prompt_lookup: bool = True
+    reference_draft_ir: Path | None = None
+    confidence_thresholds: Sequence[float] = ()
+    eagle3_ir: Path | None = None
+
+
+class LiveRun(TypedDict):
+    """One mode's generations of every prompt; ``plain_passes`` names the plain passes (indices)
+    it is compared with, set once its phase has run."""
+
+    mode: str
+    draft: str
+    k: int | None
+    threshold: float | None
+    records: list[PromptRecord]
+    plain_passes: NotRequired[list[int]]
+
+
+class LiveMeta(TypedDict):
+    """The settings a live run was measured under, repeated on each of its rows."""
+
+    device: str
+    precision_hint: str
+    threads: int  # 0: the runtime's default
+    max_new_tokens: int
+
+
+class LiveRow(TypedDict):
+    """One mode/k/threshold on one task family (or "all"); formulas in ``_row``."""
+
+    mode: str
+    draft: str
+    k: int | None
+    confidence_threshold: float | None
+    task: str
+    n_prompts: int
+    tokens: int
+    tok_s: float
+    speedup: float
+    plain_tok_s: float
+    speedup_ci_low: float
+    speedup_ci_high: float
+    plain_spread: float
+    tau_measured: float | None
+    accepted_per_step: float | None
+    accepted_draft_tokens: int | None
+    target_passes: int | None
+    ttft_ms: float | None
+    tpot_ms: float | None
+    agreement: float | None
+    device: str
+    precision_hint: str
+    threads: int
+    max_new_tokens: int
+    first_divergence: int | None
+    divergence_margin: float | None
+
+
+class Divergence(TypedDict):
+    """Where one prompt's drafted generation first leaves plain decoding."""
+
+    mode: str
+    draft: str
+    k: int | None
+    threshold: float | None
+    task: str
+    prompt_index: int
+    position: int
+    top2_margin: float | None  # the target's top-1 minus top-2 logit there, when measured
+
+
+class Sample(TypedDict):
+    mode: str
+    k: int | None
+    prompt_index: int
+    task: str
+    text: str
+
+
+class LiveResult(TypedDict):
+    """What ``benchmark_live`` returns (keys documented there)."""
+
+    rows: list[LiveRow]
+    best_k: int
+    divergences: list[Divergence]
+    samples: list[Sample]
+    plain_passes: list[float]  # tokens/s of each plain pass
+    warnings: list[str]
 
 
 def choose_k(rows: Iterable[Mapping[str, Any]]) -> int:
@@ -67,7 +173,14 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _row(run: dict, idx: list[int], passes: list[list[dict]], task: str, meta: dict) -> dict:
+def _row(
+    run: LiveRun,
+    idx: list[int],
+    passes: list[list[PromptRecord]],
+    task: str,
+    meta: LiveMeta,
+    first: Divergence | None,
+) -> LiveRow:
     """One row of a mode over the prompts ``idx``: throughput, speedup, tau, latency, agreement.
 
     tau_measured = tokens / target passes (the prefill counts as one pass). Every pass emits its
@@ -78,7 +191,8 @@ def _row(run: dict, idx: list[int], passes: list[list[dict]], task: str, meta: d
     tokens/s in the plain passes run beside this mode (``run["plain_passes"]``, their seconds
     averaged); plain_spread is how far those passes' tokens/s lie apart (max / min - 1);
     speedup_ci_low/high: 95% bootstrap interval over these prompts and those passes
-    (``bootstrap.speedup_interval``).
+    (``bootstrap.speedup_interval``). ``meta`` holds the run's settings (device, precision
+    hint, threads, max new tokens); ``first`` the earliest divergence among these prompts.
     """
     recs = [run["records"][i] for i in idx]
     mine = [[passes[p][i] for i in idx] for p in run["plain_passes"]]
@@ -120,16 +234,21 @@ def _row(run: dict, idx: list[int], passes: list[list[dict]], task: str, meta: d
         "agreement": _mean(
             [float(r["tokens"] == b["tokens"]) for r, b in zip(recs, mine[0], strict=True)]
         ),
-        **meta,
+        "device": meta["device"],
+        "precision_hint": meta["precision_hint"],
+        "threads": meta["threads"],
+        "max_new_tokens": meta["max_new_tokens"],
+        "first_divergence": first["position"] if first else None,
+        "divergence_margin": first["top2_margin"] if first else None,
     }
 
 
-def plain_run(passes: list[list[dict]]) -> dict:
+def plain_run(passes: list[list[PromptRecord]]) -> LiveRun:
     """Plain decoding as one run: every pass, each prompt's times averaged over them."""
-    records = []
+    records: list[PromptRecord] = []
     for per_prompt in zip(*passes, strict=True):
         mean = {f: _mean([r[f] for r in per_prompt]) for f in ("seconds", "ttft_ms", "tpot_ms")}
-        records.append({**per_prompt[0], **mean})
+        records.append({**per_prompt[0], **mean})  # type: ignore[typeddict-item]
     return {
         "mode": "plain",
         "draft": "",
@@ -143,7 +262,7 @@ def plain_run(passes: list[list[dict]]) -> dict:
 RUN_KEY = ("mode", "draft", "k", "threshold")
 
 
-def _first(divergences: list[dict], run: dict, idx: list[int]) -> dict | None:
+def _first(divergences: list[Divergence], run: LiveRun, idx: list[int]) -> Divergence | None:
     """The run's earliest divergence (smallest token position) among the prompts ``idx``."""
     key = tuple(run.get(f) for f in RUN_KEY)
     mine = [
@@ -155,46 +274,55 @@ def _first(divergences: list[dict], run: dict, idx: list[int]) -> dict | None:
 
 
 def build_rows(
-    runs: list[dict],
-    passes: list[list[dict]],
+    runs: list[LiveRun],
+    passes: list[list[PromptRecord]],
     tasks: list[str],
-    divergences: list[dict],
-    meta: dict,
-) -> list:
+    divergences: list[Divergence],
+    meta: LiveMeta,
+) -> list[LiveRow]:
     """Rows per mode/k: one per task family (sorted) and a pooled "all" row; every run names
     the plain ``passes`` it is compared with (``plain_passes``)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, task in enumerate(tasks):
         groups[task].append(i)
     groups_all = [*sorted(groups.items()), ("all", list(range(len(tasks))))]
-    rows = []
-    for run in runs:
-        for task, idx in groups_all:
-            row = _row(run, idx, passes, task, meta)
-            first = _first(divergences, run, idx)
-            row["first_divergence"] = first["position"] if first else None
-            row["divergence_margin"] = first["top2_margin"] if first else None
-            rows.append(row)
-    return rows
+    return [
+        _row(run, idx, passes, task, meta, _first(divergences, run, idx))
+        for run in runs
+        for task, idx in groups_all
+    ]
 
 
-def find_divergences(runs: list[dict], tasks: list[str]) -> list[dict]:
+def find_divergences(runs: list[LiveRun], tasks: list[str]) -> list[Divergence]:
     """Per drafted mode and k: where each disagreeing prompt first leaves plain decoding."""
     plain = runs[0]["records"]
-    found = []
+    found: list[Divergence] = []
     for run in runs[1:]:
-        mine = []
+        mine: list[Divergence] = []
         for i, (p, r) in enumerate(zip(plain, run["records"], strict=True)):
             pos = first_divergence(p["tokens"], r["tokens"])
             if pos is not None and len(mine) < MAX_DIVERGENCES:
-                key = {f: run.get(f) for f in RUN_KEY}
-                mine.append({**key, "task": tasks[i], "prompt_index": i, "position": pos})
-        found += [{**d, "top2_margin": None} for d in mine]
+                mine.append(
+                    {
+                        "mode": run["mode"],
+                        "draft": run["draft"],
+                        "k": run["k"],
+                        "threshold": run["threshold"],
+                        "task": tasks[i],
+                        "prompt_index": i,
+                        "position": pos,
+                        "top2_margin": None,
+                    }
+                )
+        found += mine
     return found
 
 
 def add_margins(
-    divergences: list[dict], inputs: list[list[int]], plain: list[dict], model_dir: Path | None
+    divergences: list[Divergence],
+    inputs: list[list[int]],
+    plain: list[PromptRecord],
+    model_dir: Path | None,
 ) -> None:
     """Fill ``top2_margin`` from an fp32 PyTorch target; one forward per distinct prefix."""
     if not divergences or model_dir is None:
@@ -209,18 +337,19 @@ def add_margins(
         d["top2_margin"] = cache[key]
 
 
-def _measure(pipe: Any, tensors: list, max_new_tokens: int, modes: list[tuple]) -> list[dict]:
+def _measure(pipe: Any, tensors: list, max_new_tokens: int, modes: list[tuple]) -> list[LiveRun]:
     """Run (mode, draft label, k, ngram, threshold) on one loaded pipeline, warmed up once."""
-    runs = []
+    runs: list[LiveRun] = []
     for i, (mode, draft, k, ngram, threshold) in enumerate(modes):
         config = greedy_config(pipe, max_new_tokens, k, ngram, threshold)
         records = run_prompts(pipe, tensors, config, warm_up=i == 0)
-        run = {"mode": mode, "draft": draft, "k": k, "threshold": threshold}
-        runs.append({**run, "records": records})
+        runs.append(
+            {"mode": mode, "draft": draft, "k": k, "threshold": threshold, "records": records}
+        )
     return runs
 
 
-def _samples(runs: list[dict], tokenizer: Any, tasks: list[str], best_k: int) -> list[dict]:
+def _samples(runs: list[LiveRun], tokenizer: Any, tasks: list[str], best_k: int) -> list[Sample]:
     """Decoded text of the first prompts: plain decoding and our draft at the best k."""
     chosen = [
         r for r in runs if r["mode"] == "plain" or (r["mode"] in DRAFTED and r["k"] == best_k)
@@ -260,24 +389,11 @@ def _check_inputs(prompts: list[dict], max_new_tokens: int, device: str) -> None
 
 
 def benchmark_live(
-    target_ir: Path,
-    draft_ir: Path | None,
-    prompts: list[dict],
-    tokenizer_dir: Path,
-    max_new_tokens: int,
-    ks: list[int],
-    device: str = "CPU",
-    precision_hint: str = "f32",
-    threads: int | None = None,
-    margin_model_dir: Path | None = None,
-    prompt_lookup: bool = True,
-    reference_draft_ir: Path | None = None,
-    confidence_thresholds: Iterable[float] = (),
-    eagle3_ir: Path | None = None,
-) -> dict:
+    job: LiveJob, *, device: str = "CPU", precision_hint: str = "f32", threads: int | None = None
+) -> LiveResult:
     """Plain, SD per k and per confidence threshold, EAGLE-3 per k, prompt lookup per k,
-    reference draft. `draft_ir` (the standalone draft) and `eagle3_ir` (an EAGLE-3 head IR,
-    which openvino_genai runs as such from its rt_info) may each be absent, not both.
+    reference draft. `job.draft_ir` (the standalone draft) and `job.eagle3_ir` (an EAGLE-3 head
+    IR, which openvino_genai runs as such from its rt_info) may each be absent, not both.
 
     Greedy, per task family. Returns {"rows", "best_k", "divergences", "samples"}. One row per
     mode/k/threshold and task family plus a pooled "all" row (keys and formulas in ``_row``):
@@ -290,26 +406,27 @@ def benchmark_live(
     ``best_k``, the fixed k maximising our draft's pooled tokens/s (``choose_k``). Every input is
     checked before any model loads.
     """
-    ks = check_ks(ks)
-    thresholds = _check_thresholds(confidence_thresholds)
+    ks = check_ks(job.ks)
+    thresholds = _check_thresholds(job.confidence_thresholds)
+    prompts, max_new_tokens = job.prompts, job.max_new_tokens
     _check_inputs(prompts, max_new_tokens, device)
-    target_ir = check_ir_dir(target_ir, "target")
-    if draft_ir is None and eagle3_ir is None:
+    target_ir = check_ir_dir(job.target_ir, "target")
+    if job.draft_ir is None and job.eagle3_ir is None:
         raise ValueError("benchmark_live: neither a draft IR nor an EAGLE-3 head IR to measure")
-    draft_ir = check_ir_dir(draft_ir, "draft") if draft_ir is not None else None
-    eagle3_ir = check_ir_dir(eagle3_ir, "EAGLE-3 head") if eagle3_ir is not None else None
+    draft_ir = check_ir_dir(job.draft_ir, "draft") if job.draft_ir is not None else None
+    eagle3_ir = check_ir_dir(job.eagle3_ir, "EAGLE-3 head") if job.eagle3_ir is not None else None
     reference, warnings = None, []
-    if reference_draft_ir is not None:
-        reference = check_ir_dir(reference_draft_ir, "reference draft")
-        warnings = require_same_tokens(reference, Path(tokenizer_dir), "reference draft")
+    if job.reference_draft_ir is not None:
+        reference = check_ir_dir(job.reference_draft_ir, "reference draft")
+        warnings = require_same_tokens(reference, Path(job.tokenizer_dir), "reference draft")
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(job.tokenizer_dir)
     inputs = encode_inputs(tokenizer, prompts)
     tasks = [str(row["task"]) for row in prompts]
     tensors = to_tensors(inputs)
     props = pipeline_properties(precision_hint, threads)
-    meta = {
+    meta: LiveMeta = {
         "device": device,
         "precision_hint": precision_hint,
         "threads": threads or 0,
@@ -319,7 +436,7 @@ def benchmark_live(
     plain_pipe = make_pipeline(target_ir, device, props)
     plain_config = greedy_config(plain_pipe, max_new_tokens, None)
     passes = [run_prompts(plain_pipe, tensors, plain_config, warm_up=True)]
-    drafted: list[dict] = []
+    drafted: list[LiveRun] = []
 
     def measure(modes: list[tuple], draft: Path | None = None, lookup: bool = False) -> None:
         """One phase, then a plain pass: each mode is compared with plain before and after it."""
@@ -338,14 +455,14 @@ def benchmark_live(
     if eagle3_ir is not None:
         measure([("eagle3", eagle3_ir.name, k, None, None) for k in ks], draft=eagle3_ir)
     best_k = choose_k(build_rows(drafted, passes, tasks, [], meta))
-    if prompt_lookup:
+    if job.prompt_lookup:
         label = f"prompt-ngram{PROMPT_LOOKUP_NGRAM}"
         measure([("prompt_lookup", label, k, PROMPT_LOOKUP_NGRAM, None) for k in ks], lookup=True)
     if reference is not None:
         measure([("reference_draft", reference.name, best_k, None, None)], draft=reference)
     runs = [plain_run(passes), *drafted]
     divergences = find_divergences(runs, tasks)
-    add_margins(divergences, inputs, runs[0]["records"], margin_model_dir)
+    add_margins(divergences, inputs, runs[0]["records"], job.margin_model_dir)
     return {
         "rows": build_rows(runs, passes, tasks, divergences, meta),
         "best_k": best_k,

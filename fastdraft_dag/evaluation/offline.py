@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -24,6 +25,40 @@ from fastdraft_dag.openvino.ir_scoring import IRScorer, bytes_per_param, ir_mode
 from fastdraft_dag.prompts.render import encode_prompt
 
 TORCH_FP32 = "torch-fp32"  # precision label of the PyTorch draft: the reference acceptance
+
+
+@dataclass(frozen=True)
+class OfflineJob:
+    """What one offline evaluation scores, declared once: ``evaluate_offline``, the Core Ultra
+    resource and the benchmark's ``BenchDevice`` all take this job, so a new setting is added
+    in one place instead of three signatures kept in step by hand."""
+
+    target_dir: Path
+    draft_dir: Path
+    _: KW_ONLY
+    prompts: list[dict]
+    max_new_tokens: int
+    ks: list[int]
+    threads: int = 2  # 0 keeps torch's default (the paper profile)
+    draft_irs: Mapping[str, Path] = field(default_factory=dict)  # precision label -> IR dir
+    target_precision: str = "fp32"  # the precision the target is deployed in (MBSU's r)
+
+
+class OfflineRow(TypedDict):
+    """One row of offline acceptance: a draft precision, a task family (or "all") and a k."""
+
+    precision: str
+    task: str
+    k: int
+    alpha_greedy: float
+    alpha_sampled: float
+    tau_iid: float
+    tau_sim: float
+    mbsu: float
+    r: float
+    acceptance_by_position: list[float]
+    n_prompts: int
+    n_tokens: int
 
 
 def _generate(target: Any, ids: list[int], max_new_tokens: int) -> list[int]:
@@ -111,12 +146,12 @@ def _rows_for(task: str, scored: list[dict], ks: list[int], r: float) -> list[di
 
 def rows_by_task(
     scored: Mapping[str, list[dict]], ks: list[int], r: float, precision: str
-) -> list[dict]:
+) -> list[OfflineRow]:
     """One row per task family and k, then the pooled task "all", all labelled ``precision``."""
     tasks = sorted(scored)
     rows = [row for task in tasks for row in _rows_for(task, scored[task], ks, r)]
     rows += _rows_for("all", [s for task in tasks for s in scored[task]], ks, r)
-    return [{"precision": precision, **row} for row in rows]
+    return [OfflineRow(precision=precision, **row) for row in rows]
 
 
 def draft_r(draft_dir: Path, target_dir: Path, precision: str, target_precision: str) -> float:
@@ -132,21 +167,11 @@ def draft_r(draft_dir: Path, target_dir: Path, precision: str, target_precision:
     )
 
 
-def evaluate_offline(
-    target_dir: Path,
-    draft_dir: Path,
-    prompts: list[dict],
-    max_new_tokens: int,
-    ks: list[int],
-    threads: int = 2,
-    draft_irs: Mapping[str, Path] | None = None,
-    target_precision: str = "fp32",
-    device: str = "CPU",
-) -> list[dict]:
+def evaluate_offline(job: OfflineJob, *, device: str = "CPU") -> list[OfflineRow]:
     """Greedy and sampled acceptance, tau and MBSU of a draft per precision, task family and k.
 
     The draft is scored as PyTorch fp32 (precision ``torch-fp32``) and as each IR in
-    ``draft_irs`` (precision label -> IR directory, e.g. {"fp16": ..., "int4": ...}), all on the
+    ``job.draft_irs`` (precision label -> IR directory, e.g. {"fp16": ..., "int4": ...}), all on the
     same target continuations. Rows carry precision, task, k, alpha_greedy, alpha_sampled,
     tau_iid (from alpha_greedy), tau_sim (exact greedy replay), mbsu (from tau_sim and r),
     r (see ``draft_r``: the draft's bytes read per token at that precision over the target's at
@@ -158,9 +183,10 @@ def evaluate_offline(
     import torch
     from transformers import AutoTokenizer
 
-    if not prompts:
+    if not job.prompts:
         raise ValueError("evaluate_offline: the prompt set is empty")
-    draft_irs = dict(draft_irs or {})
+    target_dir, draft_dir, threads = Path(job.target_dir), Path(job.draft_dir), job.threads
+    target_precision, draft_irs = job.target_precision, dict(job.draft_irs)
     for precision in (target_precision, *draft_irs):
         bytes_per_param(precision)  # an unknown precision fails before any model loads
     for ir in draft_irs.values():
@@ -177,12 +203,12 @@ def evaluate_offline(
         {p: IRScorer(ir, device=device, threads=threads) for p, ir in draft_irs.items()}
     )
     scored: dict[str, dict[str, list[dict]]] = {p: defaultdict(list) for p in variants}
-    for row in prompts:
+    for row in job.prompts:
         ids = encode_prompt(tokenizer, row)
-        for label, result in score_variants(target, variants, ids, max_new_tokens).items():
+        for label, result in score_variants(target, variants, ids, job.max_new_tokens).items():
             scored[label][row["task"]].append(result)
-    rows = []
+    rows: list[OfflineRow] = []
     for label in variants:
         r = draft_r(draft_dir, target_dir, label, target_precision)
-        rows += rows_by_task(scored[label], ks, r, label)
+        rows += rows_by_task(scored[label], job.ks, r, label)
     return rows

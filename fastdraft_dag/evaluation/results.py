@@ -16,6 +16,7 @@ from typing import Any
 from fastdraft_dag.core.files import replace_dir, write_json_atomic
 from fastdraft_dag.core.tokenizers import copy_tokenizer_files
 from fastdraft_dag.draft.eagle3 import LAYERS_FILE
+from fastdraft_dag.evaluation.live import LiveRow
 from fastdraft_dag.evaluation.modes import DRAFTED, ModeChoice
 from fastdraft_dag.openvino.ir_scoring import ir_model_file
 from fastdraft_dag.prompts.eval_sets import EVAL_FAMILIES, eval_prompts, load_prompts_jsonl
@@ -69,9 +70,10 @@ def _cap_per_task(rows: list[dict[str, Any]], cap: int | None) -> list[dict[str,
 
 
 def wallclock_db_rows(
-    rows: Iterable[Mapping[str, Any]], draft_precision: str, target_precision: str
+    rows: Iterable[LiveRow], draft_precision: str, target_precision: str
 ) -> list[dict[str, Any]]:
-    """Live rows shaped for DuckDB ``benchmark_wallclock``.
+    """Live rows shaped for DuckDB ``benchmark_wallclock`` (rows of older results may lack the
+    newer keys, hence ``.get``).
 
     Keeps the older columns where they mean the same: ``plain_tok_s`` is plain decoding's tokens/s
     on the same task (in the passes beside the row's mode, when the row says), ``sd_tok_s`` the row's own tokens/s for a drafted mode (SD, prompt lookup,

@@ -9,9 +9,10 @@ tokenizer), so openvino_genai's own chat templating never runs. No Dagster here.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from numbers import Integral
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 IR_FILE = "openvino_model.xml"
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
@@ -26,7 +27,7 @@ def check_ir_dir(ir_dir: Path, role: str) -> Path:
     return Path(ir_dir)
 
 
-def check_ks(ks: list[int]) -> list[int]:
+def check_ks(ks: Sequence[int]) -> list[int]:
     """Draft lengths to try: a non-empty list of ints >= 1, duplicates dropped, order kept."""
     if not ks:
         raise ValueError("ks (draft tokens per step to benchmark) is empty")
@@ -135,7 +136,17 @@ def target_passes(result: Any, n_tokens: int) -> int | None:
     return len(sizes) if sizes and sum(sizes) == n_tokens else None
 
 
-def _record(result: Any, seconds: float) -> dict[str, Any]:
+class PromptRecord(TypedDict):
+    """One prompt's generation in one live mode: what the benchmark's rows are computed from."""
+
+    tokens: list[int]
+    seconds: float  # wall clock of the generate call
+    passes: int | None  # target forward passes, None where the runtime does not report them
+    ttft_ms: float
+    tpot_ms: float
+
+
+def _record(result: Any, seconds: float) -> PromptRecord:
     """What one generation contributes to a row: tokens, wall time, passes, TTFT and TPOT."""
     tokens = [int(t) for t in result.tokens[0]]
     metrics = result.perf_metrics
@@ -156,7 +167,7 @@ def to_tensors(inputs: list[list[int]]) -> list[Any]:
     return [ov.Tensor(np.asarray([ids], dtype=np.int64)) for ids in inputs]
 
 
-def run_prompts(pipe: Any, tensors: list[Any], config: Any, warm_up: bool) -> list[dict]:
+def run_prompts(pipe: Any, tensors: list[Any], config: Any, warm_up: bool) -> list[PromptRecord]:
     """Generate every prompt once, timing each call by wall clock.
 
     The warm-up (first prompt, untimed) is done once per pipeline: its first call compiles

@@ -118,10 +118,13 @@ def eagle3_estimate(offline: Mapping[str, Any]) -> list[str]:
     if not offline.get("chains"):
         return []
     taus = sorted(k for k in offline if k.startswith("tau_k"))
-    rows = [{"task": t, "chains": f["chains"], **{k: round(f[k], 3) for k in taus}}
-            for t, f in (offline.get("by_task") or {}).items()]  # fmt: skip
-    rows.append({"task": "all", "chains": offline["chains"],
-                 **{k: round(offline[k], 3) for k in taus}})  # fmt: skip
+    rows = [
+        {"task": t, "chains": f["chains"], **{k: round(f[k], 3) for k in taus}}
+        for t, f in (offline.get("by_task") or {}).items()
+    ]
+    rows.append(
+        {"task": "all", "chains": offline["chains"], **{k: round(offline[k], 3) for k in taus}}
+    )
     alphas = ", ".join(f"{a:.3f}" for a in offline.get("alpha_by_step", []))
     mbsus = sorted(k for k in offline if k.startswith("mbsu_k"))
     bound = (

@@ -7,14 +7,14 @@ stay importable and testable without Dagster.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
 from fastdraft_dag.evaluation import live as sd_benchmark
 from fastdraft_dag.evaluation import offline as offline_eval
+from fastdraft_dag.evaluation.live import LiveJob, LiveResult
+from fastdraft_dag.evaluation.offline import OfflineJob, OfflineRow
 from fastdraft_dag.openvino import export as openvino_export
 from fastdraft_dag.openvino import genai as sd_modes
 
@@ -36,49 +36,24 @@ class CoreUltraResource(dg.ConfigurableResource):
         """Fail early, naming the device and listing the available ones, when it is not here."""
         sd_modes.check_device(self.device, self.available_devices())
 
-    def benchmark_live(
-        self, target_ir: Path, draft_ir: Path | None, prompts: list[dict], **kw: Any
-    ) -> dict:
-        """``live.benchmark_live`` (its keyword arguments as they are) on this resource's
-        device, precision hint and threads."""
+    def benchmark_live(self, job: LiveJob) -> LiveResult:
+        """``live.benchmark_live`` of ``job`` on this resource's device, precision hint and
+        threads."""
         self.validate()
         return sd_benchmark.benchmark_live(
-            target_ir,
-            draft_ir,
-            prompts,
+            job,
             device=self.device,
             precision_hint=self.precision_hint,
             threads=self.threads or None,
-            **kw,
         )
 
-    def evaluate_offline(
-        self,
-        target_dir: Path,
-        draft_dir: Path,
-        prompts: list[dict],
-        max_new_tokens: int,
-        ks: list[int],
-        threads: int,
-        draft_irs: Mapping[str, Path],
-        target_precision: str,
-    ) -> list[dict]:
+    def evaluate_offline(self, job: OfflineJob) -> list[OfflineRow]:
         """``offline.evaluate_offline`` with every draft IR compiled on this resource's device.
 
-        ``threads`` is the profile's (PyTorch and IR scoring share the CPU the same way).
+        ``job.threads`` is the profile's (PyTorch and IR scoring share the CPU the same way).
         """
         self.validate()
-        return offline_eval.evaluate_offline(
-            target_dir,
-            draft_dir,
-            prompts,
-            max_new_tokens,
-            ks,
-            threads=threads,
-            draft_irs=draft_irs,
-            target_precision=target_precision,
-            device=self.device,
-        )
+        return offline_eval.evaluate_offline(job, device=self.device)
 
     def export_ir(self, model_dir: Path, out_dir: Path, weight_format: str) -> dict:
         """Export an IR (device independent; compiled per device at load time).

@@ -46,13 +46,26 @@ def build_command(python: str, backend: str, num_devices: int, spec_path: Path) 
     if backend == "hpu":
         # The DeepSpeed launcher takes a script path (not -m), hence run.py's absolute imports.
         return [
-            python, "-m", GAUDI_SPAWN, "--world_size", str(num_devices), "--use_deepspeed",
-            str(Path(run_module.__file__).resolve()), *spec,
-        ]  # fmt: skip
+            python,
+            "-m",
+            GAUDI_SPAWN,
+            "--world_size",
+            str(num_devices),
+            "--use_deepspeed",
+            str(Path(run_module.__file__).resolve()),
+            *spec,
+        ]
     return [
-        python, "-m", "torch.distributed.run", "--standalone",
-        "--nproc_per_node", str(num_devices), "-m", RUN_MODULE, *spec,
-    ]  # fmt: skip
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(num_devices),
+        "-m",
+        RUN_MODULE,
+        *spec,
+    ]
 
 
 def probe_backend(python: str) -> str:
@@ -61,8 +74,12 @@ def probe_backend(python: str) -> str:
         return detect_backend()
     out = subprocess.run(
         [python, "-m", "fastdraft_dag.training.backends"],
-        capture_output=True, text=True, check=True, env=_pythonpath_env({}), timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_pythonpath_env({}),
+        timeout=300,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -148,8 +165,11 @@ class HPUTrainingResource(dg.ConfigurableResource):
 
     def subprocess_env(self, backend: str = "cpu") -> dict[str, str]:
         threads = str(self.threads_per_process(backend))
-        base = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+        base = {
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         env = _pythonpath_env({**base, **self.env})
         return {k: env[k] for k in (*base, "PYTHONPATH", *self.env)}
 

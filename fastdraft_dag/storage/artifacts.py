@@ -236,8 +236,18 @@ class ArtifactStore:
             tmp = final.with_name(f".{version}.{suffix}")
             tmp.mkdir(parents=True, exist_ok=resumable)
             try:
-                self._build_into(tmp, final, build, asset, partition, version,
-                                 code_version, config, inputs, recipe)  # fmt: skip
+                self._build_into(
+                    tmp,
+                    final,
+                    build,
+                    asset=asset,
+                    partition=partition,
+                    version=version,
+                    code_version=code_version,
+                    config=config,
+                    inputs=inputs,
+                    recipe=recipe,
+                )
             except BaseException as exc:
                 full = is_disk_full(exc, tmp.parent)
                 error = self._disk_full(asset, partition, tmp, exc) if full else None
@@ -265,16 +275,26 @@ class ArtifactStore:
         aside = final.with_name(f".{final.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
         os.replace(final, aside)
         if log is not None:
-            log(f"{final} failed verification ({'; '.join(problems)}); kept aside as "
-                f"{aside.name}, rebuilding")  # fmt: skip
+            log(
+                f"{final} failed verification ({'; '.join(problems)}); kept aside as "
+                f"{aside.name}, rebuilding"
+            )
         return None
 
     def _build_into(
-        self, tmp: Path, final: Path, build: Callable[[Path], Mapping[str, Any]],
-        asset: str, partition: str, version: str, code_version: str,
-        config: Mapping[str, Any], inputs: Mapping[str, str],
+        self,
+        tmp: Path,
+        final: Path,
+        build: Callable[[Path], Mapping[str, Any]],
+        *,
+        asset: str,
+        partition: str,
+        version: str,
+        code_version: str,
+        config: Mapping[str, Any],
+        inputs: Mapping[str, str],
         recipe: Mapping[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         started = time.time()
         with PeakMemory() as peak:
             metrics = dict(build(tmp))

@@ -50,7 +50,7 @@ from fastdraft_dag.training.distributed import (
 )
 from fastdraft_dag.training.errors import TrainingError, TrainingInterrupted
 from fastdraft_dag.training.losses import CausalLMLoss, batch_loss
-from fastdraft_dag.training.spec import Stage, TrainSpec
+from fastdraft_dag.training.spec import Stage, StageSummary, TrainSpec
 from fastdraft_dag.training.telemetry import Log, Telemetry
 from fastdraft_dag.training.throughput import flops_per_step, mfu
 
@@ -146,7 +146,7 @@ class Run:
     fingerprint: str
     explode_at: float
     peak: float
-    results: list[dict] = field(default_factory=list)
+    results: list[StageSummary] = field(default_factory=list)
     last_checkpoint: Path | None = None
     seq_len: int = 0
 
@@ -263,7 +263,7 @@ def _train_step(
 # ----------------------------------------------------------------------------- stages
 
 
-def _stage_summary(stage: Stage, p: Progress, run: Run) -> dict[str, Any]:
+def _stage_summary(stage: Stage, p: Progress, run: Run) -> StageSummary:
     window = p.losses[-max(1, stage.steps // 10) :]
     return {
         "name": stage.name,
@@ -307,15 +307,25 @@ def _record_step(run: Run, stage: Stage, p: Progress, r: StepResult, seconds: fl
     p.tokens += r.tokens
     p.flops += flops
     p.train_seconds += seconds
-    run.tel.row({
-        "kind": "train", "stage": stage.name, "step": p.step, "global_step": g,
-        "loss": r.loss, "lr": lr_at(p.step - 1, stage), "grad_norm": r.grad_norm,
-        "tokens": r.tokens, "step_seconds": seconds, "tokens_per_s": r.tokens / seconds,
-        "mfu": mfu(flops, seconds, run.peak, run.world.size), "t": time.perf_counter(),
-    })  # fmt: skip
+    run.tel.row(
+        {
+            "kind": "train",
+            "stage": stage.name,
+            "step": p.step,
+            "global_step": g,
+            "loss": r.loss,
+            "lr": lr_at(p.step - 1, stage),
+            "grad_norm": r.grad_norm,
+            "tokens": r.tokens,
+            "step_seconds": seconds,
+            "tokens_per_s": r.tokens / seconds,
+            "mfu": mfu(flops, seconds, run.peak, run.world.size),
+            "t": time.perf_counter(),
+        }
+    )
 
 
-def run_stage(run: Run, i: int, stage: Stage, data: Data, offset: int, p: Progress, opt, sched):
+def run_stage(run: Run, i: int, stage: Stage, data: Data, *, offset: int, p: Progress, opt, sched):
     """Train one stage from `p.step`; returns its summary (losses, tokens, throughput, MFU)."""
     every_log = max(1, stage.steps // 10)
     every_ckpt = run.spec.checkpoint_every

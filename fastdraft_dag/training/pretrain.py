@@ -47,9 +47,14 @@ def pretrain_spec(
 ) -> TrainSpec:
     data = [(s, {"kind": "packed", "root": str(shards), "mix": s.mix}) for s in cfg.stages]
     return build_spec(
-        str(init_dir), str(out), data, seed=cfg.seed, dtype=cfg.dtype, threads=threads,
+        str(init_dir),
+        str(out),
+        data,
+        seed=cfg.seed,
+        dtype=cfg.dtype,
+        threads=threads,
         freeze=cfg.freeze,
-    )  # fmt: skip
+    )
 
 
 def draft_vocabulary(
@@ -97,6 +102,7 @@ def initialize(
 def pretrain_draft(
     target_dir: Path,
     target_name: str,
+    *,
     shards: Path,
     lineage: dict[str, str],
     cfg: PretrainConfig,

@@ -8,7 +8,7 @@ a typo ('warmup': 20) must never silently train with a default.
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, TypedDict
 
 from fastdraft_dag.training.config import STAGE_LOSSES, StageConfig, min_lr_of
 from fastdraft_dag.training.errors import TrainingError
@@ -77,6 +77,23 @@ class Stage:
             eval_batches=cfg.eval_batches,
             loss=cfg.loss,
         )
+
+
+class StageSummary(TypedDict):
+    """What one trained stage reports (`metrics["stages"][i]`): written by the loop and the Gaudi
+    trainer, read by the assets' metadata and the model card."""
+
+    name: str
+    steps: int
+    initial_val_loss: float | None  # before the stage's first step (the starting model's)
+    first_train_loss: float
+    train_loss: float  # mean over the stage's last tenth of steps
+    val_loss: float | None
+    val_loss_by_domain: dict[str, float]
+    tokens: int
+    tokens_per_s: float
+    mfu: float
+    train_seconds: float
 
 
 @dataclass(frozen=True)

@@ -196,14 +196,25 @@ def _train(
     try:
         with StopRequest() as stop:
             run = Run(
-                backend, device, world, bf16, lm, wrap(lm, world, device),
-                restore_generator(resume.state["rng"]) if resume else
-                np.random.default_rng(int(spec.seed)),
-                tel, stop, spec, ckpt_dir, fingerprint(spec),
-                float(spec.explode_factor) * math.log(model.config.vocab_size), peak,
+                backend,
+                device,
+                world,
+                bf16,
+                lm,
+                wrap(lm, world, device),
+                restore_generator(resume.state["rng"])
+                if resume
+                else np.random.default_rng(int(spec.seed)),
+                tel,
+                stop,
+                spec,
+                ckpt_dir,
+                fingerprint(spec),
+                float(spec.explode_factor) * math.log(model.config.vocab_size),
+                peak,
                 results=list(resume.state["results"]) if resume else [],
                 last_checkpoint=resume.path if resume else None,
-            )  # fmt: skip
+            )
             _run_stages(run, stages, datas, resume)
         metrics = _summary(run, params, spec, peak_source)
         if world.is_main:
@@ -211,8 +222,14 @@ def _train(
         barrier(world)
     finally:
         tel.close()
-    tel.report({"event": "done", "val_loss": metrics["val_loss"],
-                "tokens_per_s": metrics["tokens_per_s"], "mfu": metrics["mfu"]})  # fmt: skip
+    tel.report(
+        {
+            "event": "done",
+            "val_loss": metrics["val_loss"],
+            "tokens_per_s": metrics["tokens_per_s"],
+            "mfu": metrics["mfu"],
+        }
+    )
     return metrics
 
 
@@ -233,6 +250,8 @@ def _run_stages(
         if resume and resume.state["stage_index"] == i:
             ckpt.load_training_state(resume, optimizer, scheduler)
             progress = Progress(**resume.state["progress"])
-        summary = run_stage(run, i, stage, data, offset, progress, optimizer, scheduler)
+        summary = run_stage(
+            run, i, stage, data, offset=offset, p=progress, opt=optimizer, sched=scheduler
+        )
         run.tel.report({"event": "stage", **summary})
         offset += stage.steps

@@ -92,6 +92,11 @@ def test_metadata_reports_real_figures(tiny):
     assert draft["parameters"] > 0 and draft["tokens_per_s"] > 0 and draft["val_loss"] > 0
     kd = _metadata(result, "synthetic_kd_dataset")
     assert kd["rows"] > 0
+    # every asset's drops under the one key, reason -> count, phases prefixed
+    assert all(r.split(":")[0] in ("read", "rule", "dedup") for r in corpora["drops"])
+    assert "funnel" in corpora and isinstance(corpora["drops"], dict)
+    assert all(r.split(":")[0] in ("prompt", "generation") for r in kd["drops"])
+    assert "prompt_drops" not in kd and "drops" in _metadata(result, "aligned_draft")
     head = _metadata(result, "eagle3_head")
     assert head["layers"] == [0, 1, 2] and head["trainable_parameters"] > 0
     assert head["val_loss"] > 0 and "| task |" in head["offline_estimate"]
@@ -360,6 +365,7 @@ def test_kd_quality_checks_fail_on_empty_and_warn_on_truncated(tiny):
     empty, truncated = checks["kd_no_empty_responses"], checks["kd_truncated_responses"]
     assert empty.passed is True and empty.metadata["empty"].value == 0
     n = truncated.metadata["truncated"].value
+    assert truncated.metadata["drops"].value == empty.metadata["drops"].value
     # The tiny target samples long answers: kept on purpose, so a warning, not a failure.
     assert truncated.passed is (n == 0) and truncated.severity == dg.AssetCheckSeverity.WARN
     assert result.asset_materializations_for_node("aligned_draft"), "a warning must not block"

@@ -363,3 +363,32 @@ def test_training_runs_carry_a_max_runtime(tmp_path):
     graph = defs.resolve_asset_graph()
     tagged = [k.to_user_string() for k in graph.get_all_asset_keys() if tag in graph.get(k).tags]
     assert tagged == []
+
+
+# ----------------------------------------------------------------------------- drops metadata
+
+
+def test_kd_checks_report_generation_drops_under_the_one_key() -> None:
+    from fastdraft_dag.assets.alignment import KD_TRUNCATED, kd_quality_checks
+    from fastdraft_dag.core.drops import Drops
+
+    quality = {"rows": 5, "by_task": {"chat": 5}, "empty": 0, "truncated": 1}
+    quality["truncated_fraction"] = 0.2
+    checks = kd_quality_checks(quality, Drops({"truncated": 2, "empty_response": 1}))
+    for check in checks:
+        assert check.metadata["drops"].value == {"empty_response": 1, "truncated": 2}
+        assert not {"dropped_at_generation", "truncated_dropped"} & set(check.metadata)
+    truncated = next(c for c in checks if c.check_name == KD_TRUNCATED)
+    assert not truncated.passed and "2 answers stopped at max_new_tokens" in truncated.description
+
+
+def test_sft_drops_name_their_phase() -> None:
+    from fastdraft_dag.assets.common import DROPS, drops_metadata, sft_drops
+
+    sft = {"dropped_unfinished": 3, "dropped_prompt_too_long": 0, "train": 9}
+    drops = sft_drops(sft, {"skipped_prompt_too_long": 2})
+    assert drops_metadata(drops)[DROPS].value == {
+        "on_policy:prompt_too_long": 2,
+        "sft:unfinished": 3,
+    }
+    assert drops_metadata(sft_drops({}, {}))[DROPS].value == {}

@@ -71,7 +71,11 @@ def test_every_preset_and_a_partial_recipe_satisfy_the_schema():
         # the YAML presets write float mapping keys (temperatures); JSON keys are strings
         data = json.loads(json.dumps(yaml.safe_load((RECIPES / f"{name}.yaml").read_text())))
         assert _schema_errors(data) == [], name
-    partial = {"base": "qwen", "align": {"stage": {"lr": 0.001}}, "corpora": {"sources": ["wikipedia"]}}
+    partial = {
+        "base": "qwen",
+        "align": {"stage": {"lr": 0.001}},
+        "corpora": {"sources": ["wikipedia"]},
+    }
     assert _schema_errors(partial) == []
 
 

@@ -208,3 +208,17 @@ def test_peak_memory_stays_flat_when_input_doubles(tmp_path: Path) -> None:
         peaks.append(int(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
     # Holding the input would add at least the extra 80 MB; streaming adds noise (~20 MB).
     assert peaks[1] - peaks[0] < 0.4 * (sizes[1] - sizes[0]), (peaks, sizes)
+
+
+def test_corpus_drops_sum_sources_by_stage_and_step() -> None:
+    from fastdraft_dag.data.corpus import corpus_drops
+
+    funnel = [
+        {"source": "a", "stage": "read", "step": "binary", "docs": 1},
+        {"source": "a", "stage": "rule", "step": "min_chars", "docs": 4},
+        {"source": "b", "stage": "rule", "step": "min_chars", "docs": 2},
+        {"source": "b", "stage": "dedup", "step": "exact_duplicate", "docs": 0},
+        {"source": "b", "stage": "kept", "step": "kept", "docs": 50},
+    ]
+    assert corpus_drops(funnel).as_dict() == {"read:binary": 1, "rule:min_chars": 6}
+    assert corpus_drops(funnel).total == 7

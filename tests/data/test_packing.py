@@ -92,7 +92,15 @@ def packed(tmp_path_factory: pytest.TempPathFactory, target_dir: Path) -> tuple[
     root = tmp_path_factory.mktemp("pack")
     corpus = synthetic_corpus(root / "corpus.parquet")
     out = root / "shards"
-    index = tokenize_and_pack(corpus, target_dir, out, SEQ_LEN, PER_SHARD, VAL, batch_size=16)
+    index = tokenize_and_pack(
+        corpus,
+        target_dir,
+        out,
+        seq_len=SEQ_LEN,
+        seqs_per_shard=PER_SHARD,
+        val_fraction=VAL,
+        batch_size=16,
+    )
     return out, index
 
 
@@ -141,7 +149,13 @@ def test_same_input_gives_identical_bytes(packed: tuple[Path, dict], target_dir:
     out, index = packed
     again = out.parent / "again"
     index2 = tokenize_and_pack(
-        out.parent / "corpus.parquet", target_dir, again, SEQ_LEN, PER_SHARD, VAL, batch_size=7
+        out.parent / "corpus.parquet",
+        target_dir,
+        again,
+        seq_len=SEQ_LEN,
+        seqs_per_shard=PER_SHARD,
+        val_fraction=VAL,
+        batch_size=7,
     )
     assert index2 == index
     for entry in index["shards"]:
@@ -155,9 +169,9 @@ def test_max_tokens_stops_a_domain(packed: tuple[Path, dict], target_dir: Path) 
         out.parent / "corpus.parquet",
         target_dir,
         out.parent / "capped",
-        SEQ_LEN,
-        PER_SHARD,
-        VAL,
+        seq_len=SEQ_LEN,
+        seqs_per_shard=PER_SHARD,
+        val_fraction=VAL,
         max_tokens={"code": budget},
         batch_size=8,
     )

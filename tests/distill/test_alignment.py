@@ -223,9 +223,10 @@ def test_on_policy_labels_are_the_target_argmax_on_draft_sequences(world: dict) 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     rows = world["rows"][:6]
-    args = (world["target"], world["pretrained"], rows, 48, 12)
-    arrays, stats = build_on_policy_arrays(*args, temperature=1.0, batch_size=4, seed=3)
-    again, _ = build_on_policy_arrays(*args, temperature=1.0, batch_size=4, seed=3)
+    args = (world["target"], world["pretrained"], rows)
+    kw = {"max_len": 48, "max_new_tokens": 12, "temperature": 1.0, "batch_size": 4, "seed": 3}
+    arrays, stats = build_on_policy_arrays(*args, **kw)
+    again, _ = build_on_policy_arrays(*args, **kw)
     assert all(np.array_equal(arrays[k], again[k]) for k in arrays)
     assert arrays["train_input_ids"].shape == (6, 48) and arrays["val_input_ids"].shape == (0, 48)
     assert stats["rows"] == 6
@@ -382,27 +383,42 @@ def test_pretrain_runner_trains_every_recipe_stage(world: dict, tmp_path: Path) 
     result = pretrain_draft(
         world["root"] / "tok",
         "word-target",
-        world["shards"],
-        {"tokenized_shards": "v1"},
-        cfg,
-        1,
-        out,
-        _in_process,
+        shards=world["shards"],
+        lineage={"tokenized_shards": "v1"},
+        cfg=cfg,
+        threads=1,
+        out=out,
+        train=_in_process,
     )
     assert [s["name"] for s in result.metrics["stages"]] == ["pretrain", "continued"]
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
     assert not (out / "_init").exists() and not (out / "_checkpoints").exists()
 
 
-def test_align_runner_builds_a_gated_draft_without_dagster(world: dict, tmp_path: Path) -> None:
+def _align(world: dict, tmp_path: Path, job: AlignJob, log=lambda m: None) -> dict:
+    """The align runner on the world's KD rows, trained in process, into tmp_path/aligned."""
     kd_dir = tmp_path / "kd"
     kd_dir.mkdir()
     (kd_dir / "kd.jsonl").write_text("".join(json.dumps(r) + "\n" for r in world["rows"]))
+    return align_draft(
+        world["target"],
+        "word-target",
+        pretrained=world["pretrained"],
+        kd_dir=kd_dir,
+        shards=None,
+        lineage={"pretrained_draft": "p"},
+        job=job,
+        out=tmp_path / "aligned",
+        train=_in_process,
+        log=log,
+    )
+
+
+def test_align_runner_builds_a_gated_draft_without_dagster(world: dict, tmp_path: Path) -> None:
     stage = StageConfig("align", steps=40, batch_size=8, lr=3e-3, warmup_steps=2, eval_batches=1)
     job = AlignJob(AlignConfig(stage, max_len=64, val_fraction=0.25), 16, 4, 0, "fp32", 1)
     out = tmp_path / "aligned"
-    metrics = align_draft(world["target"], "word-target", world["pretrained"], kd_dir, None,
-                          {"pretrained_draft": "p"}, job, out, _in_process, log=lambda m: None)  # fmt: skip
+    metrics = _align(world, tmp_path, job)
     gate = metrics["gate"]
     assert gate["aligned"]["overall"] > gate["pretrained"]["overall"]
     assert metrics["data_parts"] == [{"name": "kd", "kind": "sft", "weight": 1.0}]
@@ -411,17 +427,12 @@ def test_align_runner_builds_a_gated_draft_without_dagster(world: dict, tmp_path
 
 def test_align_runner_distils_the_targets_logits(world: dict, tmp_path: Path) -> None:
     """align.stage.loss 'fkl': a teacher pass, then training on the target's top-k, gated."""
-    kd_dir = tmp_path / "kd"
-    kd_dir.mkdir()
-    (kd_dir / "kd.jsonl").write_text("".join(json.dumps(r) + "\n" for r in world["rows"]))
     stage = StageConfig("align", steps=40, batch_size=8, lr=3e-3, warmup_steps=2, eval_batches=1,
                         loss="fkl")  # fmt: skip
     job = AlignJob(AlignConfig(stage, max_len=64, val_fraction=0.25, teacher_topk=8), 16, 4, 0,
                    "fp32", 1)  # fmt: skip
     logs: list[str] = []
-    metrics = align_draft(world["target"], "word-target", world["pretrained"], kd_dir, None,
-                          {"pretrained_draft": "p"}, job, tmp_path / "aligned", _in_process,
-                          log=logs.append)  # fmt: skip
+    metrics = _align(world, tmp_path, job, log=logs.append)
     assert any("teacher pass" in m for m in logs)
     gate = metrics["gate"]
     assert gate["aligned"]["overall"] > gate["pretrained"]["overall"]

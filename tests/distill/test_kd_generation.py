@@ -132,7 +132,7 @@ def test_failed_rows_are_counted_not_remembered(
                 raise RuntimeError("boom")
             return self.inner.generate(requests)
 
-    monkeypatch.setattr(kd_generation, "_backend", lambda *a: Flaky(real(*a)))
+    monkeypatch.setattr(kd_generation, "_backend", lambda *a, **kw: Flaky(real(*a, **kw)))
     out = tmp_path / "kd.jsonl"
     stats = generate_responses(
         tiny_target_dir,

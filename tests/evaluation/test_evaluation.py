@@ -105,18 +105,19 @@ def test_ir_scoring_matches_pytorch(draft_dir: Path, draft_ir: Path) -> None:
 def test_evaluate_offline_scores_every_precision_on_the_same_tokens(
     tiny_target_dir: Path, draft_dir: Path, draft_ir: Path
 ) -> None:
-    from fastdraft_dag.evaluation.offline import evaluate_offline
+    from fastdraft_dag.evaluation.offline import OfflineJob, evaluate_offline
 
-    rows = evaluate_offline(
+    job = OfflineJob(
         tiny_target_dir,
         draft_dir,
-        PROMPTS,
-        10,
-        [1, 3],
+        prompts=PROMPTS,
+        max_new_tokens=10,
+        ks=[1, 3],
         threads=1,
         draft_irs={"fp32": draft_ir},
         target_precision="int8",
     )
+    rows = evaluate_offline(job)
     assert {r["precision"] for r in rows} == {"torch-fp32", "fp32"}
     torch_rows = {(r["task"], r["k"]): r for r in rows if r["precision"] == "torch-fp32"}
     ir_rows = {(r["task"], r["k"]): r for r in rows if r["precision"] == "fp32"}
@@ -139,11 +140,20 @@ def test_evaluate_offline_scores_every_precision_on_the_same_tokens(
 
 
 def test_missing_ir_is_named(tiny_target_dir: Path, draft_dir: Path, tmp_path: Path) -> None:
-    from fastdraft_dag.evaluation.offline import evaluate_offline
+    from fastdraft_dag.evaluation.offline import OfflineJob, evaluate_offline
 
     missing = tmp_path / "draft-int8"
     with pytest.raises(FileNotFoundError, match=str(missing / "openvino_model.xml")):
-        evaluate_offline(tiny_target_dir, draft_dir, PROMPTS, 4, [1], draft_irs={"int8": missing})
+        evaluate_offline(
+            OfflineJob(
+                tiny_target_dir,
+                draft_dir,
+                prompts=PROMPTS,
+                max_new_tokens=4,
+                ks=[1],
+                draft_irs={"int8": missing},
+            )
+        )
     with pytest.raises(FileNotFoundError, match=str(missing)):
         IRScorer(missing)
     with pytest.raises(FileNotFoundError, match=str(missing)):
@@ -154,7 +164,7 @@ def test_missing_ir_is_named(tiny_target_dir: Path, draft_dir: Path, tmp_path: P
 def test_draft_with_another_tokenizer_is_refused_naming_both(
     tiny_target_dir: Path, draft_dir: Path, tmp_path: Path
 ) -> None:
-    from fastdraft_dag.evaluation.offline import evaluate_offline
+    from fastdraft_dag.evaluation.offline import OfflineJob, evaluate_offline
 
     other = tmp_path / "other-draft"
     shutil.copytree(draft_dir, other)
@@ -162,19 +172,23 @@ def test_draft_with_another_tokenizer_is_refused_naming_both(
     tok["added_tokens"][0]["content"] = "<|not-the-targets|>"
     (other / "tokenizer.json").write_text(json.dumps(tok))
     with pytest.raises(ValueError, match="added tokens") as err:
-        evaluate_offline(tiny_target_dir, other, PROMPTS, 4, [1])
+        evaluate_offline(
+            OfflineJob(tiny_target_dir, other, prompts=PROMPTS, max_new_tokens=4, ks=[1])
+        )
     assert str(other) in str(err.value) and str(tiny_target_dir) in str(err.value)
 
 
 def test_empty_prompt_set_is_refused(tiny_target_dir: Path, draft_dir: Path) -> None:
-    from fastdraft_dag.evaluation.offline import evaluate_offline
+    from fastdraft_dag.evaluation.offline import OfflineJob, evaluate_offline
 
     with pytest.raises(ValueError, match="prompt set is empty: bench.prompts_per_family=0"):
         bench_results.bench_prompt_set(0, ())
     with pytest.raises(ValueError, match="bench.sd_prompts_per_family: -1"):
         bench_results.bench_prompt_set(-1, (), setting="bench.sd_prompts_per_family")
     with pytest.raises(ValueError, match="prompt set is empty"):
-        evaluate_offline(tiny_target_dir, draft_dir, [], 4, [1])
+        evaluate_offline(
+            OfflineJob(tiny_target_dir, draft_dir, prompts=[], max_new_tokens=4, ks=[1])
+        )
 
 
 def test_user_prompt_files(tmp_path: Path) -> None:
@@ -447,15 +461,16 @@ def test_live_benchmark_feeds_the_ids_the_draft_is_trained_on(
     for name in ("target", "draft"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "openvino_model.xml").write_text("<net/>")
-    live.benchmark_live(
+    job = live.LiveJob(
         tmp_path / "target",
         tmp_path / "draft",
-        [row],
-        target_dir,
-        3,
-        [2],
+        prompts=[row],
+        tokenizer_dir=target_dir,
+        max_new_tokens=3,
+        ks=[2],
         confidence_thresholds=[0.3],
     )
+    live.benchmark_live(job)
     fed = {tuple(ids) for pipe in pipes for ids in pipe.fed}
     assert len(fed) == 1, "every mode, warm-up included, gets the same ids"
     benchmark_ids = list(fed.pop())
@@ -490,15 +505,21 @@ def test_offline_ir_scoring_compiles_on_the_resource_device(
 
     monkeypatch.setattr(offline, "IRScorer", recording_scorer)
     resource = CoreUltraResource(device="AUTO")
+    job = offline.OfflineJob(
+        tiny_target_dir,
+        draft_dir,
+        prompts=PROMPTS,
+        max_new_tokens=4,
+        ks=[1],
+        threads=1,
+        draft_irs={"fp32": draft_ir},
+        target_precision="fp32",
+    )
     with pytest.raises(Stop):
-        resource.evaluate_offline(
-            tiny_target_dir, draft_dir, PROMPTS, 4, [1], 1, {"fp32": draft_ir}, "fp32"
-        )
+        resource.evaluate_offline(job)
     assert devices == ["AUTO"]
     with pytest.raises(ValueError, match="'TPU'"):
-        offline.evaluate_offline(
-            tiny_target_dir, draft_dir, PROMPTS, 4, [1], draft_irs={"fp32": draft_ir}, device="TPU"
-        )
+        offline.evaluate_offline(job, device="TPU")
     assert devices == ["AUTO"], "a bad device is refused before any model loads"
 
 

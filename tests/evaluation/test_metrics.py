@@ -91,9 +91,10 @@ def tiny_draft_dir(target_dir: Path, tmp_path_factory) -> Path:
 
 
 def test_evaluate_offline_tiny(tiny_target_dir: Path, tiny_draft_dir: Path) -> None:
-    from fastdraft_dag.evaluation.offline import evaluate_offline
+    from fastdraft_dag.evaluation.offline import OfflineJob, evaluate_offline
 
-    rows = evaluate_offline(tiny_target_dir, tiny_draft_dir, PROMPTS, 12, [1, 3])
+    job = OfflineJob(tiny_target_dir, tiny_draft_dir, prompts=PROMPTS, max_new_tokens=12, ks=[1, 3])
+    rows = evaluate_offline(job)
     assert {(r["task"], r["k"]) for r in rows} == {
         (t, k) for t in ("chat", "code", "all") for k in (1, 3)
     }
@@ -106,9 +107,12 @@ def test_evaluate_offline_tiny(tiny_target_dir: Path, tiny_draft_dir: Path) -> N
 
 
 def test_target_as_own_draft_accepts_everything(tiny_target_dir: Path) -> None:
-    from fastdraft_dag.evaluation.offline import evaluate_offline
+    from fastdraft_dag.evaluation.offline import OfflineJob, evaluate_offline
 
-    rows = evaluate_offline(tiny_target_dir, tiny_target_dir, PROMPTS[:2], 10, [3])
+    job = OfflineJob(
+        tiny_target_dir, tiny_target_dir, prompts=PROMPTS[:2], max_new_tokens=10, ks=[3]
+    )
+    rows = evaluate_offline(job)
     for r in rows:
         assert r["alpha_greedy"] == 1.0
         assert r["alpha_sampled"] == pytest.approx(1.0, abs=1e-5)

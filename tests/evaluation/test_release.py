@@ -16,7 +16,8 @@ from huggingface_hub import ModelCard, metadata_load
 from fastdraft_dag.evaluation import benchmark, modes
 from fastdraft_dag.evaluation.bootstrap import pooled_speedup, speedup_interval
 from fastdraft_dag.evaluation.config import BenchConfig
-from fastdraft_dag.evaluation.offline import rows_by_task
+from fastdraft_dag.evaluation.live import LiveJob, LiveResult
+from fastdraft_dag.evaluation.offline import OfflineJob, OfflineRow, rows_by_task
 from fastdraft_dag.evaluation.results import RELEASE_JSON, sd_generation_settings, write_release
 from fastdraft_dag.reporting.model_card import release_card, write_model_card
 from fastdraft_dag.reporting.tables import render_benchmark
@@ -228,15 +229,24 @@ class FakeDevice:
     device = "CPU"
 
     def __init__(self, rows: list[dict]) -> None:
-        self.rows, self.calls = rows, {}
+        self.rows = rows
+        self.offline_job: OfflineJob | None = None
+        self.live_job: LiveJob | None = None
 
-    def evaluate_offline(self, *args, **kwargs) -> list[dict]:
-        self.calls["offline"] = args
+    def evaluate_offline(self, job: OfflineJob) -> list[OfflineRow]:
+        self.offline_job = job
         return _offline()
 
-    def benchmark_live(self, target_ir, draft_ir, prompts, **kwargs) -> dict:
-        self.calls["live"] = {"target_ir": target_ir, "draft_ir": draft_ir, **kwargs}
-        return {"rows": self.rows, "best_k": 3, "divergences": [], "samples": []}
+    def benchmark_live(self, job: LiveJob) -> LiveResult:
+        self.live_job = job
+        return {
+            "rows": self.rows,
+            "best_k": 3,
+            "divergences": [],
+            "samples": [],
+            "plain_passes": [],
+            "warnings": [],
+        }
 
 
 def test_run_benchmark_writes_results_and_release_without_dagster(tmp_path: Path) -> None:
@@ -261,10 +271,10 @@ def test_run_benchmark_writes_results_and_release_without_dagster(tmp_path: Path
     out = tmp_path / "out"
     out.mkdir()
     result = benchmark.run_benchmark(job, benchmark.prompt_sets(bench), device, out)
-    live = device.calls["live"]
-    assert live["ks"] == [2, 3] and live["confidence_thresholds"] == [0.3]
-    assert live["target_ir"] == irs / "target-int4" and live["draft_ir"] == irs / "draft-int8"
-    assert device.calls["offline"][-2] == {"int8": irs / "draft-int8"}
+    live = device.live_job
+    assert live.ks == [2, 3] and live.confidence_thresholds == [0.3]
+    assert live.target_ir == irs / "target-int4" and live.draft_ir == irs / "draft-int8"
+    assert device.offline_job.draft_irs == {"int8": irs / "draft-int8"}
     assert result.choice.chosen.label == "prompt_lookup k=4"
     assert benchmark.BenchmarkResult.load(out) == result
     card = (out / "release" / "README.md").read_text()

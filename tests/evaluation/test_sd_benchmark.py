@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fastdraft_dag.evaluation.live import benchmark_live, choose_k, find_divergences
+from fastdraft_dag.evaluation.live import LiveJob, benchmark_live, choose_k, find_divergences
 from fastdraft_dag.openvino.genai import IR_FILE, check_device, first_divergence
 
 PROMPTS = [
@@ -46,10 +46,10 @@ def live(irs: dict[str, Path], tiny_target_dir: Path) -> dict:
     from fastdraft_dag.resources.core_ultra import CoreUltraResource
 
     resource = CoreUltraResource(device="CPU", precision_hint="f32", threads=1)
-    return resource.benchmark_live(
+    job = LiveJob(
         irs["target"],
         irs["draft"],
-        PROMPTS,
+        prompts=PROMPTS,
         tokenizer_dir=tiny_target_dir,
         max_new_tokens=MAX_NEW,
         ks=KS,
@@ -58,6 +58,7 @@ def live(irs: dict[str, Path], tiny_target_dir: Path) -> dict:
         reference_draft_ir=irs["target"],
         confidence_thresholds=THRESHOLDS,
     )
+    return resource.benchmark_live(job)
 
 
 def test_live_rows_cover_every_mode_and_task(live: dict) -> None:
@@ -156,9 +157,27 @@ def test_divergences_are_per_mode_and_found_where_tokens_differ() -> None:
     def rec(tokens: list[int]) -> dict:
         return {"tokens": tokens}
 
-    plain = {"mode": "plain", "draft": "", "k": None, "records": [rec([1, 2, 3]), rec([4, 5])]}
-    sd = {"mode": "sd", "draft": "d", "k": 2, "records": [rec([1, 2, 3]), rec([4, 6])]}
-    pl = {"mode": "prompt_lookup", "draft": "p", "k": 2, "records": [rec([1, 2]), rec([4, 5])]}
+    plain = {
+        "mode": "plain",
+        "draft": "",
+        "k": None,
+        "threshold": None,
+        "records": [rec([1, 2, 3]), rec([4, 5])],
+    }
+    sd = {
+        "mode": "sd",
+        "draft": "d",
+        "k": 2,
+        "threshold": None,
+        "records": [rec([1, 2, 3]), rec([4, 6])],
+    }
+    pl = {
+        "mode": "prompt_lookup",
+        "draft": "p",
+        "k": 2,
+        "threshold": None,
+        "records": [rec([1, 2]), rec([4, 5])],
+    }
     found = find_divergences([plain, sd, pl], ["chat", "code"])
     assert [(d["mode"], d["prompt_index"], d["position"], d["task"]) for d in found] == [
         ("sd", 1, 1, "code"),
@@ -179,9 +198,16 @@ def test_missing_ir_file_is_named(tmp_path: Path, tiny_target_dir: Path, role: s
     (dirs[role] / IR_FILE).unlink()
     with pytest.raises(FileNotFoundError, match=str(dirs[role] / IR_FILE)):
         benchmark_live(
-            dirs["target"], dirs["draft"], PROMPTS, tiny_target_dir, 4, [2],
-            reference_draft_ir=dirs["reference"],
-        )  # fmt: skip
+            LiveJob(
+                dirs["target"],
+                dirs["draft"],
+                prompts=PROMPTS,
+                tokenizer_dir=tiny_target_dir,
+                max_new_tokens=4,
+                ks=[2],
+                reference_draft_ir=dirs["reference"],
+            )
+        )
 
 
 @pytest.mark.parametrize(
@@ -196,7 +222,8 @@ def test_missing_ir_file_is_named(tmp_path: Path, tiny_target_dir: Path, role: s
 def test_bad_inputs_are_refused(tmp_path: Path, prompts, ks, device, match) -> None:
     ir = _fake_ir(tmp_path / "ir")
     with pytest.raises(ValueError, match=match):
-        benchmark_live(ir, ir, prompts, tmp_path, 4, ks, device=device)
+        job = LiveJob(ir, ir, prompts=prompts, tokenizer_dir=tmp_path, max_new_tokens=4, ks=ks)
+        benchmark_live(job, device=device)
 
 
 def test_reference_draft_with_other_tokenizer_is_refused(tmp_path: Path, tiny_target_dir) -> None:
@@ -209,7 +236,17 @@ def test_reference_draft_with_other_tokenizer_is_refused(tmp_path: Path, tiny_ta
     (ref / "tokenizer.json").write_text(json.dumps(tok))
     ir = _fake_ir(tmp_path / "ir")
     with pytest.raises(ValueError, match=f"reference draft at {ref}.*vocabulary"):
-        benchmark_live(ir, ir, PROMPTS, tiny_target_dir, 4, [2], reference_draft_ir=ref)
+        benchmark_live(
+            LiveJob(
+                ir,
+                ir,
+                prompts=PROMPTS,
+                tokenizer_dir=tiny_target_dir,
+                max_new_tokens=4,
+                ks=[2],
+                reference_draft_ir=ref,
+            )
+        )
 
 
 def test_device_check_lists_available_devices() -> None:
@@ -263,7 +300,8 @@ def test_a_slow_plain_pass_moves_only_the_modes_measured_beside_it() -> None:
     sd = {"mode": "sd", "draft": "d", "k": 2, "records": _records([0.5, 0.5], 10)}
     lookup = {"mode": "prompt_lookup", "draft": "p", "k": 2, "records": _records([0.8, 0.8], 10)}
     sd["plain_passes"], lookup["plain_passes"] = [0, 1], [1, 2]
-    rows = build_rows([plain_run(passes), sd, lookup], passes, ["a", "b"], [], {})
+    meta = {"device": "CPU", "precision_hint": "f32", "threads": 0, "max_new_tokens": 10}
+    rows = build_rows([plain_run(passes), sd, lookup], passes, ["a", "b"], [], meta)
     pooled = {r["mode"]: r for r in rows if r["task"] == "all"}
     assert pooled["sd"]["speedup"] == pytest.approx(1.5 / 0.5)  # plain's seconds averaged: 1.5
     assert pooled["sd"]["plain_spread"] == pytest.approx(1.0)  # 10 vs 5 tok/s
