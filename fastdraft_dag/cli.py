@@ -27,7 +27,7 @@ from fastdraft_dag.assets.common import INTERRUPTED, INTERRUPTED_RUNS
 from fastdraft_dag.assets.partitions import TARGET_CHAIN
 from fastdraft_dag.config.presets import PRESET_NAMES
 from fastdraft_dag.core.errors import InputError
-from fastdraft_dag.core.files import write_json_atomic
+from fastdraft_dag.core.files import write_json_atomic, write_text_atomic
 from fastdraft_dag.core.settings import read_setting
 
 ORDER = ("filtered_corpora", *TARGET_CHAIN)
@@ -349,11 +349,11 @@ def bench_command(args: argparse.Namespace) -> int:
         draft = locate_draft(Path(args.draft))
         both = not args.offline and not args.live
         job = AdhocJob(
-            target.name,
-            target.path,
-            target.revision,
-            draft,
-            prompts,
+            target_name=target.name,
+            target_dir=target.path,
+            target_revision=target.revision,
+            draft=draft,
+            prompts=prompts,
             ks=ks,
             offline=args.offline or both,
             live=args.live or both,
@@ -373,7 +373,7 @@ def bench_command(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", {**tables, "run_id": run_id, "draft": str(draft.path)})
     summary = render_benchmark(tables)
-    (out / "results.md").write_text(summary)
+    write_text_atomic(out / "results.md", summary)
     print(f"\n## Ad-hoc benchmark: draft {draft.path} on {target.name}\n\n{summary}")
     print(f"\nrows in {pipeline.db_path} (run_kind 'adhoc', run_id {run_id}); files in {out}")
     return 0

@@ -238,3 +238,48 @@ def test_no_fmt_skip_outside_the_allow_list() -> None:
             found[str(path.relative_to(PKG))] = n
     extra = {f: n for f, n in found.items() if n > FMT_SKIP_ALLOWED.get(f, 0)}
     assert not extra, f"`# fmt: skip` outside the allow-list (let ruff format it): {extra}"
+
+
+# Settings records built from mappings (the recipe loader, specs read from JSON) and written by
+# keyword in the presets' tests: their fields are named wherever they are made.
+POSITIONAL_RECORDS = {
+    "Profile", "Settings", "FilterConfig", "KDConfig", "AlignConfig", "Eagle3Config",
+    "PromptSource", "BenchConfig", "SourceSpec", "EmbeddedModel", "StageConfig",
+    "PretrainConfig", "Stage", "TrainSpec",
+}  # fmt: skip
+
+
+def wide_positional_dataclasses(tree: ast.Module, where: str) -> list[str]:
+    """Dataclasses whose constructor takes more than seven fields by position."""
+    found = []
+    for node in ast.walk(tree):
+        decorators = [ast.unparse(d) for d in getattr(node, "decorator_list", ())]
+        dataclass = next((d for d in decorators if "dataclass" in d), None)
+        if not isinstance(node, ast.ClassDef) or dataclass is None or "kw_only=True" in dataclass:
+            continue
+        fields = []
+        for s in node.body:  # up to a `_: KW_ONLY` marker, after which fields are keyword-only
+            if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name):
+                if ast.unparse(s.annotation).endswith("KW_ONLY"):
+                    break
+                if "ClassVar" not in ast.unparse(s.annotation):
+                    fields.append(s.target.id)
+        if len(fields) > MAX_POSITIONAL and node.name not in POSITIONAL_RECORDS:
+            found.append(f"{where}:{node.lineno} {node.name} ({len(fields)} fields): kw_only=True")
+    return found
+
+
+def test_job_dataclasses_take_their_fields_by_keyword() -> None:
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG.parent))
+        bad += wide_positional_dataclasses(ast.parse(path.read_text()), rel)
+    assert not bad, "\n".join(bad)
+    wide = "@dataclass(frozen=True)\nclass J:\n" + "".join(f"    f{i}: int\n" for i in range(8))
+    assert wide_positional_dataclasses(ast.parse(wide), "x.py") == [
+        "x.py:2 J (8 fields): kw_only=True"
+    ]
+    keyed = wide.replace("frozen=True", "frozen=True, kw_only=True")
+    marked = wide.replace("    f2: int\n", "    _: KW_ONLY\n    f2: int\n")
+    assert wide_positional_dataclasses(ast.parse(keyed), "x.py") == []
+    assert wide_positional_dataclasses(ast.parse(marked), "x.py") == []

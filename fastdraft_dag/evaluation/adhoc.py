@@ -77,7 +77,7 @@ def _export_cached(model_dir: Path, cache: Path, weight_format: str, log: Log) -
     return cache
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AdhocJob:
     """One ad-hoc benchmark: the target, the draft, the prompts and what to measure."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from fastdraft_dag.core.files import write_json_atomic
+from fastdraft_dag.core.files import write_json_atomic, write_text_atomic
 from fastdraft_dag.evaluation.config import BenchConfig
 from fastdraft_dag.evaluation.live import (
     Divergence,
@@ -48,7 +48,7 @@ class BenchDevice(Protocol):
     def benchmark_live(self, job: LiveJob) -> LiveResult: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchmarkJob:
     """What one benchmark reads: the target, the drafts of the recipe's kinds (the aligned
     standalone draft, the EAGLE-3 head with its offline estimate), their IRs and the settings."""
@@ -121,7 +121,7 @@ def prompt_sets(bench: BenchConfig) -> PromptSets:
     return PromptSets(offline, live, malformed)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchmarkResult:
     """Everything the benchmark measured and chose; ``results.json`` is its serialized form."""
 
@@ -247,7 +247,7 @@ def run_benchmark(
     tables = result.to_json()
     write_json_atomic(out / RESULTS_JSON, tables)
     summary = render_benchmark(tables)
-    (out / RESULTS_MD).write_text(summary)
+    write_text_atomic(out / RESULTS_MD, summary)
     figures = plots.benchmark_plots(out, offline, result.wallclock, b.sd_draft_format)
     card = release_card(
         target=job.target_name,

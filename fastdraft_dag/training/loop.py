@@ -128,7 +128,7 @@ class Progress:
     result: dict = field(default_factory=lambda: {"val_loss": None, "val_loss_by_domain": {}})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """What every stage shares: placement, precision, randomness, limits, and outputs."""
 

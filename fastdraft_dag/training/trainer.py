@@ -196,22 +196,22 @@ def _train(
     try:
         with StopRequest() as stop:
             run = Run(
-                backend,
-                device,
-                world,
-                bf16,
-                lm,
-                wrap(lm, world, device),
-                restore_generator(resume.state["rng"])
+                backend=backend,
+                device=device,
+                world=world,
+                bf16=bf16,
+                lm=lm,
+                wrapped=wrap(lm, world, device),
+                rng=restore_generator(resume.state["rng"])
                 if resume
                 else np.random.default_rng(int(spec.seed)),
-                tel,
-                stop,
-                spec,
-                ckpt_dir,
-                fingerprint(spec),
-                float(spec.explode_factor) * math.log(model.config.vocab_size),
-                peak,
+                tel=tel,
+                stop=stop,
+                spec=spec,
+                ckpt_dir=ckpt_dir,
+                fingerprint=fingerprint(spec),
+                explode_at=float(spec.explode_factor) * math.log(model.config.vocab_size),
+                peak=peak,
                 results=list(resume.state["results"]) if resume else [],
                 last_checkpoint=resume.path if resume else None,
             )
