@@ -34,6 +34,8 @@ DECLARED_UNIMPORTED = {
     "dagster-webserver": "the UI (`make ui`)",
     "tensorboard": "torch.utils.tensorboard writes the event files through it",
     "accelerate": "transformers refuses to load a GGUF file without it (the embedded targets)",
+    "einops": "optimum-intel's model_patcher.py imports it, and the EAGLE-3 export loads that file "
+    "as a dynamic module whose every import transformers checks",
 }
 
 
@@ -105,3 +107,17 @@ def test_only_the_gaudi_extra_brings_deepspeed() -> None:
     extras = project["optional-dependencies"]
     assert "deepspeed==0.19.8" in extras["gaudi"]
     assert "deepspeed==0.19.8" in (REPO / "requirements/gaudi.txt").read_text().split()
+
+
+def test_the_eagle3_exports_dynamic_module_finds_every_import() -> None:
+    """transformers refuses a dynamic module with a missing import: einops came only through
+    deepspeed until deepspeed became the gaudi extra, and a fresh install's EAGLE-3 export failed.
+    Every third-party import of that file is a main dependency."""
+    import optimum.exporters.openvino.model_patcher as patcher
+    from transformers.dynamic_module_utils import get_imports
+
+    third_party = [m for m in get_imports(patcher.__file__) if m not in sys.stdlib_module_names]
+    main = {_name(r) for r in _project()["dependencies"]}
+    assert all(_dists(m) & main for m in third_party), [
+        m for m in third_party if not _dists(m) & main
+    ]
