@@ -18,6 +18,9 @@ TOKENIZER_FILES = (
 )
 
 
+DECODING_ROLES = ("bos_token", "eos_token")
+
+
 def _describe(tokenizer_dir: Path) -> dict[str, object]:
     from transformers import AutoTokenizer
 
@@ -29,9 +32,11 @@ def _describe(tokenizer_dir: Path) -> dict[str, object]:
             f"tokenizer in {str(tokenizer_dir)!r} cannot be loaded ({type(exc).__name__}: "
             f"{str(exc)[:200]}); its files: {files or 'none'}"
         ) from exc
+    roles = {k: str(v) for k, v in tok.special_tokens_map.items()}
     return {
         "vocabulary": tok.get_vocab(),
-        "special tokens": {k: str(v) for k, v in tok.special_tokens_map.items()},
+        "start and stop tokens": {k: roles.get(k) for k in DECODING_ROLES},
+        "other special-token roles": {k: v for k, v in roles.items() if k not in DECODING_ROLES},
         "added tokens": sorted((i, str(t)) for i, t in tok.added_tokens_decoder.items()),
         "chat template": tok.chat_template or "",
     }
@@ -41,7 +46,10 @@ def _describe(tokenizer_dir: Path) -> dict[str, object]:
 # must be equal. The chat template only renders prompts, and every mode renders them once with
 # the target's tokenizer: a draft whose template differs (Qwen2.5-Coder 0.5B vs 1.5B differ in
 # tool-calling text only) decodes correctly, so that is a warning, not a refusal.
-DECODING_FIELDS = ("vocabulary", "special tokens", "added tokens")
+# Of the special-token roles decoding reads only these two (BOS starts a sequence, EOS stops
+# it); unk and pad are never emitted or read by greedy or speculative decoding, so a draft that
+# names them differently (a hub tokenizer with no unk token beside a converted one) decodes the same.
+DECODING_FIELDS = ("vocabulary", "start and stop tokens", "added tokens")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def _qwen_coder(size: str, *, package: str, parts: int, sha256: str) -> Embedded
         hub_id=f"Qwen/Qwen2.5-Coder-{size}-Instruct",
         license="apache-2.0",
         install=INSTALL_QWEN,
-        recipe="qwen1",
+        recipe="qwen2",
     )
 
 
@@ -105,10 +105,9 @@ def part_paths(model: EmbeddedModel) -> list[Path]:
     return paths
 
 
-def _checked_gguf(model: EmbeddedModel, workdir: Path) -> Path:
+def _checked_gguf(model: EmbeddedModel, paths: list[Path], workdir: Path) -> Path:
     """The model's GGUF with its hash checked: the installed file itself, or the parts joined
     into `workdir` (hashed while written)."""
-    paths = part_paths(model)
     if len(paths) == 1:
         gguf, digest = paths[0], sha256_file(paths[0])
     else:
@@ -191,23 +190,32 @@ def _repair_qwen2(tj: dict, cfg: dict, meta: dict, vocab_size: int) -> None:
 REPAIRS = {"smollm": _repair_smollm, "qwen2": _repair_qwen2}
 
 
+def special_tokens(meta: dict, content: dict[int, str]) -> dict[str, object]:
+    """The tokenizer config's special tokens from the GGUF's ids. A role the GGUF leaves out has
+    no token: Qwen2.5 has no unknown token (byte-level BPE never needs one), and naming its eos
+    there made the converted tokenizer's special tokens differ from the hub's."""
+    eos = int(meta["eos_token_id"])
+    unk = meta.get("unknown_token_id")
+    add_bos = bool(meta.get("add_bos_token", False))
+    # SmolLM2 names its BOS (<|im_start|>) without adding it
+    named_bos = add_bos or meta.get("pre") == "smollm"
+    return {
+        "add_bos_token": add_bos,
+        "bos_token": content[int(meta["bos_token_id"])] if named_bos else None,
+        "eos_token": content[eos],
+        "unk_token": None if unk is None else content.get(int(unk)),
+        "pad_token": content[int(meta.get("padding_token_id", eos))],
+    }
+
+
 def repair_gguf_tokenizer(model_dir: Path, gguf: Path, vocab_size: int) -> None:
     """Make the converted tokenizer say what the GGUF metadata says (special ids, BOS)."""
     meta = _gguf_fields(gguf)
     tj_path, cfg_path = model_dir / "tokenizer.json", model_dir / "tokenizer_config.json"
     tj, cfg = json.loads(tj_path.read_text()), json.loads(cfg_path.read_text())
     REPAIRS[str(meta.get("pre"))](tj, cfg, meta, vocab_size)
-    content = {t["id"]: t["content"] for t in tj["added_tokens"]}
+    cfg.update(special_tokens(meta, {t["id"]: t["content"] for t in tj["added_tokens"]}))
     eos = int(meta["eos_token_id"])
-    cfg.update(
-        add_bos_token=bool(meta.get("add_bos_token", False)),
-        bos_token=content[int(meta["bos_token_id"])] if meta.get("add_bos_token") else None,
-        eos_token=content[eos],
-        unk_token=content.get(int(meta.get("unknown_token_id", eos))),
-        pad_token=content[int(meta.get("padding_token_id", eos))],
-    )
-    if meta.get("pre") == "smollm":  # SmolLM2 names its BOS (<|im_start|>) without adding it
-        cfg["bos_token"] = content[int(meta["bos_token_id"])]
     for key in ("bos_token_id", "eos_token_id", "unk_token_id", "pad_token_id"):
         cfg.pop(key, None)
     tj_path.write_text(json.dumps(tj, ensure_ascii=False))
@@ -237,9 +245,10 @@ def convert_gguf(model: EmbeddedModel, out: Path) -> None:
     tmp.mkdir(parents=True)
     work = tmp / ".gguf"
     work.mkdir()
-    need = 4 * sum(p.stat().st_size for p in part_paths(model))  # a floor (the GGUF is quantized)
+    paths = part_paths(model)
+    need = 4 * sum(p.stat().st_size for p in paths)  # a floor (the GGUF is quantized)
     try:
-        gguf = _checked_gguf(model, work)
+        gguf = _checked_gguf(model, paths, work)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         need = lm.num_parameters() * lm.dtype.itemsize

@@ -46,7 +46,7 @@ def split_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> embedded.Emb
 def test_parts_are_joined_in_order_and_hash_checked(split_model, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    gguf = embedded._checked_gguf(split_model, work)
+    gguf = embedded._checked_gguf(split_model, embedded.part_paths(split_model), work)
     assert embedded.sha256_file(gguf) == SMOLLM2.sha256
     assert gguf.read_bytes() == embedded.part_paths(SMOLLM2)[0].read_bytes()
 
@@ -58,7 +58,7 @@ def test_a_reordered_or_corrupt_part_is_refused_with_the_install_command(
     work.mkdir()
     swapped = dataclasses.replace(split_model, parts=split_model.parts[::-1])
     with pytest.raises(TargetError, match=r"its parts make SHA-256 .* expected b179.*make install"):
-        embedded._checked_gguf(swapped, work)
+        embedded._checked_gguf(swapped, embedded.part_paths(swapped), work)
     # nothing converted, nothing half-written where the converted model would go
     with pytest.raises(TargetError, match="embedded:split-test"):
         embedded.resolve_embedded_dir(swapped, tmp_path / "cache")
@@ -71,6 +71,19 @@ def test_a_missing_package_is_named(split_model) -> None:
         TargetError, match=r"package 'fd_no_such_pkg' is not installed.*make install"
     ):
         embedded.part_paths(missing)
+
+
+def test_a_role_the_gguf_leaves_out_has_no_token() -> None:
+    content = {0: "<unk>", 1: "<s>", 2: "</s>", 7: "<|im_end|>"}
+    qwen_like = {"eos_token_id": 7, "bos_token_id": 1, "padding_token_id": 2, "pre": "qwen2"}
+    got = embedded.special_tokens(qwen_like, content)
+    assert (got["unk_token"], got["bos_token"], got["eos_token"]) == (None, None, "<|im_end|>")
+    assert got["pad_token"] == "</s>" and got["add_bos_token"] is False
+    smollm_like = {**qwen_like, "unknown_token_id": 0, "pre": "smollm"}
+    got = embedded.special_tokens(smollm_like, content)
+    assert (got["unk_token"], got["bos_token"]) == ("<unk>", "<s>")  # named, not added
+    no_pad = {k: v for k, v in qwen_like.items() if k != "padding_token_id"}
+    assert embedded.special_tokens(no_pad, content)["pad_token"] == "<|im_end|>"
 
 
 def test_every_embedded_model_names_its_install_step() -> None:
@@ -96,6 +109,7 @@ def test_the_qwen_sibling_converts_with_its_special_tokens_and_end_of_turn(tmp_p
     assert target.revision == QWEN_CODER_05B.sha256 and target.key == "qwen2-5-coder-0-5b-instruct"
     tok = AutoTokenizer.from_pretrained(target.path)
     assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
+    assert tok.unk_token is None  # as Qwen's own tokenizer: byte-level BPE has no unknown token
     # special tokens are single ids (the converter split `<|fim_prefix|>` into pieces)
     assert tok("<|fim_prefix|>def f(): <tool_call>").input_ids == [
         151659,

@@ -115,6 +115,18 @@ def test_tokenizer_mismatch_is_described(target_dir, tmp_path):
     (other / "chat_template.jinja").write_text(real[:cut] + "EXTRA" + real[cut:])
     (diff,) = compare_tokenizers(other, target_dir).warnings
     assert "EXTRA" in diff and f"at character {len(json.dumps(real[:cut])) - 1} " in diff
+    (other / "chat_template.jinja").write_text(real)
+    # unk and pad are roles decoding never reads (a hub Qwen names no unk token): a warning;
+    # eos stops generation: another eos refuses the draft.
+    config_path = other / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "unk_token": None, "pad_token": "<|im_start|>"}))
+    (warning,) = compare_tokenizers(other, target_dir).warnings
+    assert warning.startswith("other special-token roles") and "unk_token" in warning
+    config_path.write_text(json.dumps({**config, "eos_token": "<|im_start|>"}))
+    (refusal,) = compare_tokenizers(other, target_dir).blocking
+    assert refusal.startswith("start and stop tokens") and "im_start" in refusal
+    config_path.write_text(json.dumps(config))
     # Token ids are what decoding reads: a moved id refuses the draft.
     tok = json.loads((other / "tokenizer.json").read_text())
     vocab = tok["model"]["vocab"]
