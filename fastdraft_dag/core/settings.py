@@ -16,6 +16,7 @@ variable: cron strings and timezones (assets/schedules.py), the verify level
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import typing
@@ -136,8 +137,14 @@ def read_setting(name: str, env: Mapping[str, str] = os.environ) -> typing.Any:
     raise KeyError(f"{name}: not a declared setting (fastdraft_dag/core/settings.py)")
 
 
+@functools.cache
+def _kinds() -> dict[str, type]:
+    """Each field's type, evaluated once (the annotations are strings under `annotations`)."""
+    return typing.get_type_hints(Settings)
+
+
 def _read(f: dataclasses.Field, env: Mapping[str, str]) -> typing.Any:
-    name, kind = f.metadata["env"], typing.get_type_hints(Settings)[f.name]
+    name, kind = f.metadata["env"], _kinds()[f.name]
     if kind is int:
         return env_int(name, f.default, int(f.metadata["minimum"]), env)
     if kind is float:
